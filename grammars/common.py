@@ -1,0 +1,242 @@
+"""Element factories shared by the grammars, and the pyparsing -> ``re`` compiler.
+
+The grammars are written with a small set of pyparsing elements whose whitespace is explicit
+(``leave_whitespace``), so that each rule has one exact meaning that ``re`` can reproduce:
+``Literal``, ``Regex``, ``And``, ``MatchFirst``, ``Opt``, ``ZeroOrMore``/``OneOrMore``,
+``Suppress`` and ``Combine``. ``compile_rule`` walks a rule's element tree and emits one regex
+with a named group per results name; ``Rule.parse_slow`` runs pyparsing itself. Both return the
+same dict, which the differential tests prove on every fixture line and on generated lines.
+
+Values are converted in one place: an element built with ``conv=`` carries its converter, and
+both paths apply it to the matched text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyparsing as pp
+
+Converter = Callable[[str], Any]
+_CONV_ATTR = "_m2o_conv"
+
+
+def lit(text: str) -> pp.ParserElement:
+    """An exact piece of text, whitespace included."""
+    return pp.Literal(text).leave_whitespace()
+
+
+def rx(pattern: str, name: str | None = None, conv: Converter | None = None) -> pp.ParserElement:
+    """A regex leaf; ``name`` makes it a field, ``conv`` converts the matched text."""
+    if "(?P<" in pattern:
+        raise ValueError(f"use results names, not named groups: {pattern!r}")
+    el = pp.Regex(pattern).leave_whitespace()
+    if conv is not None:
+        setattr(el, _CONV_ATTR, conv)
+    return el.set_results_name(name) if name else el
+
+
+def seq(*parts: pp.ParserElement | str) -> pp.ParserElement:
+    """Parts in order, nothing skipped between them."""
+    return pp.And([lit(p) if isinstance(p, str) else p for p in parts]).leave_whitespace()
+
+
+def alt(*parts: pp.ParserElement | str) -> pp.ParserElement:
+    """The first part that matches (PEG order; write the longer alternative first)."""
+    return pp.MatchFirst([lit(p) if isinstance(p, str) else p for p in parts]).leave_whitespace()
+
+
+def opt(*parts: pp.ParserElement | str) -> pp.ParserElement:
+    """An optional sequence."""
+    inner = parts[0] if len(parts) == 1 and not isinstance(parts[0], str) else seq(*parts)
+    return pp.Opt(inner).leave_whitespace()
+
+
+def many(*parts: pp.ParserElement | str) -> pp.ParserElement:
+    """Zero or more repetitions of a sequence (fields inside keep the last repetition)."""
+    inner = parts[0] if len(parts) == 1 and not isinstance(parts[0], str) else seq(*parts)
+    return pp.ZeroOrMore(inner).leave_whitespace()
+
+
+def field_(name: str, expr: pp.ParserElement, conv: Converter | None = None) -> pp.ParserElement:
+    """Name a composite element: its whole matched text becomes one field."""
+    el = pp.Combine(expr.copy()).leave_whitespace()
+    if conv is not None:
+        setattr(el, _CONV_ATTR, conv)
+    return el.set_results_name(name)
+
+
+# --- converters used by several grammars ------------------------------------------------------
+
+_KV_SPACE = re.compile(r'([A-Za-z_][\w.-]*)=("(?:[^"\\]|\\.)*"|<[^>]*>|\S*)')
+_KV_COMMA = re.compile(r"([A-Za-z_][\w.-]*)=(<[^>]*>|[^,]*)")
+
+
+def kv_spaces(text: str) -> dict[str, str]:
+    """``a=1 b="x y" c=<p q>`` -> dict; quotes and angle brackets removed, escapes undone."""
+    out: dict[str, str] = {}
+    for key, val in _KV_SPACE.findall(text):
+        if val[:1] == '"':
+            val = val[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+        elif val[:1] == "<":
+            val = val[1:-1]
+        out[key] = val
+    return out
+
+
+def kv_commas(text: str) -> dict[str, str]:
+    """``, a=1, b=<x>`` (Postfix delivery and client= tails) -> dict; angle brackets removed."""
+    out: dict[str, str] = {}
+    for key, val in _KV_COMMA.findall(text):
+        out[key] = val[1:-1] if val[:1] == "<" else val
+    return out
+
+
+def as_int(text: str) -> int:
+    return int(text)
+
+
+def as_float(text: str) -> float:
+    return float(text)
+
+
+# --- shared pieces ---------------------------------------------------------------------------
+
+def smtp_reply(prefix: str = "reply") -> pp.ParserElement:
+    """``550 5.1.1 <a@b>: text`` -> ``{prefix}_code``, ``{prefix}_enhanced``, ``{prefix}_text``.
+
+    The enhanced code is optional (Postfix omits it for some replies, Exim often)."""
+    return seq(
+        rx(r"[2-5]\d\d", f"{prefix}_code", as_int),
+        alt(
+            seq(rx(r"[ -]"), rx(r"[245]\.\d{1,3}\.\d{1,3}", f"{prefix}_enhanced"), opt(rx(r"[ ]"))),
+            rx(r"[ -]?"),
+        ),
+        rx(r".*", f"{prefix}_text"),
+    )
+
+
+# --- rules and their compilation ---------------------------------------------------------------
+
+@dataclass(slots=True)
+class Rule:
+    """One line shape: ``name`` as ``<daemon>_<event>``; ``keys`` are the first words of the
+    message (after any queue ID) that can start it, used to dispatch; ``programs`` limits it to
+    some daemons (empty: any)."""
+
+    name: str
+    expr: pp.ParserElement
+    keys: tuple[str, ...] = ()
+    programs: tuple[str, ...] = ()
+    regex: re.Pattern[str] | None = field(default=None, repr=False)
+    converters: dict[str, Converter] = field(default_factory=dict, repr=False)
+    group_names: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.expr = self.expr.copy().parse_with_tabs()
+        self.converters = _collect_converters(self.expr)
+        try:
+            pattern, self.group_names = compile_rule(self.expr)
+            self.regex = re.compile(pattern, re.DOTALL)
+        except NotImplementedError:
+            self.regex = None  # pyparsing serves this rule on the slow path
+
+    def parse_fast(self, text: str) -> dict[str, Any] | None:
+        """The compiled ``re`` path (falls back to pyparsing for rules it could not compile)."""
+        if self.regex is None:
+            return self.parse_slow(text)
+        m = self.regex.fullmatch(text)
+        if m is None:
+            return None
+        out: dict[str, Any] = {}
+        for group, value in m.groupdict().items():
+            if value is not None:
+                name = self.group_names[group]
+                conv = self.converters.get(name)
+                out[name] = conv(value) if conv else value
+        return out
+
+    def parse_slow(self, text: str) -> dict[str, Any] | None:
+        """pyparsing itself: the reference the fast path must agree with."""
+        try:
+            res = self.expr.parse_string(text, parse_all=True)
+        except pp.ParseBaseException:
+            return None
+        out: dict[str, Any] = {}
+        for name, value in res.as_dict().items():
+            if isinstance(value, list):  # a repeated field keeps its last value, as in re
+                value = value[-1]
+            if value is None or isinstance(value, (dict, list)):
+                continue
+            conv = self.converters.get(name)
+            out[name] = conv(value) if conv else value
+        return out
+
+
+def _collect_converters(expr: pp.ParserElement) -> dict[str, Converter]:
+    found: dict[str, Converter] = {}
+    stack = [expr]
+    while stack:
+        el = stack.pop()
+        conv = getattr(el, _CONV_ATTR, None)
+        if conv is not None and el.resultsName:
+            found[el.resultsName] = conv
+        stack.extend(_children(el))
+    return found
+
+
+def _children(el: pp.ParserElement) -> list[pp.ParserElement]:
+    if isinstance(el, pp.ParseExpression):
+        return list(el.exprs)
+    if isinstance(el, pp.ParseElementEnhance) and el.expr is not None:
+        return [el.expr]
+    return []
+
+
+def compile_rule(expr: pp.ParserElement) -> tuple[str, dict[str, str]]:
+    """Translate an element tree into one regex; returns it and group -> field names.
+
+    Python's ``re`` forbids a group name twice, so a field that appears in two branches gets
+    numbered groups (``f__2``) mapped back to its name."""
+    names: dict[str, str] = {}
+
+    def group(name: str, body: str) -> str:
+        gname = re.sub(r"\W", "_", name)
+        if gname in names:
+            n = 2
+            while f"{gname}__{n}" in names:
+                n += 1
+            gname = f"{gname}__{n}"
+        names[gname] = name
+        return f"(?P<{gname}>{body})"
+
+    def walk(el: pp.ParserElement, capture: bool = True) -> str:
+        name = el.resultsName if capture else ""
+        if isinstance(el, pp.Combine):
+            body = walk(el.expr, capture=False)
+        elif isinstance(el, pp.Suppress):
+            return walk(el.expr, capture=False)
+        elif isinstance(el, pp.Literal):
+            body = re.escape(el.match)
+        elif isinstance(el, pp.Regex):
+            body = f"(?:{el.pattern})"
+        elif isinstance(el, pp.And):
+            body = "".join(walk(e, capture) for e in el.exprs)
+        elif isinstance(el, pp.MatchFirst):
+            body = "(?:" + "|".join(walk(e, capture) for e in el.exprs) + ")"
+        elif isinstance(el, pp.Opt):
+            body = f"(?:{walk(el.expr, capture)})?"
+        elif isinstance(el, pp.OneOrMore):
+            body = f"(?:{walk(el.expr, capture)})+"
+        elif isinstance(el, pp.ZeroOrMore):
+            body = f"(?:{walk(el.expr, capture)})*"
+        else:
+            raise NotImplementedError(type(el).__name__)
+        if name and not isinstance(el, (pp.Literal, pp.Regex, pp.Combine)):
+            raise NotImplementedError("results name on a composite: wrap it with field_()")
+        return group(name, body) if name else body
+
+    return walk(expr), names

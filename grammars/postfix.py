@@ -1,0 +1,197 @@
+"""Postfix: one rule per line shape, dispatched on the daemon and the message's first word.
+
+The message reaches these rules with its queue-ID prefix already split off by ``QUEUE_PREFIX``
+(``NOQUEUE: `` / ``4F9D195432: `` / ``3Pt2mN2VXxznjll: ``). Sample lines (fixtures/postfix/):
+
+    connect from unknown[127.0.0.2]:40312
+    4F9D195432: client=unknown[127.0.0.2]:40312
+    NOQUEUE: reject: RCPT from unknown[127.0.0.2]:40312: 554 5.7.1 <x@relay.test>: Relay access denied; from=<a@client.example> to=<x@relay.test> proto=ESMTP helo=<client.example>
+    4F9D195432: message-id=<20261122015126.4F9D195432@mx.test>
+    4F9D195432: from=<a@client.example>, size=412, nrcpt=1 (queue active)
+    4F9D195432: to=<bob@local.test>, relay=local, delay=0.02, delays=0.01/0/0/0, dsn=2.0.0, status=sent (delivered to mailbox)
+    disconnect from unknown[127.0.0.2]:40312 ehlo=1 mail=1 rcpt=1/2 data=1 quit=1 commands=5/6
+"""
+
+from __future__ import annotations
+
+from .common import Rule, alt, as_int, kv_commas, kv_spaces, lit, opt, rx, seq, smtp_reply
+
+MTA = "postfix"
+
+# Short IDs are upper-case hex, long IDs base-52 with a "z" before the inode part (postfix.md §2).
+QUEUE_ID = r"(?:[0-9A-F]{6,}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10,}z[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-y]+)"
+QUEUE_PREFIX = seq(rx(QUEUE_ID + "|NOQUEUE", "queue_id"), lit(": "))
+
+SMTPD = ("smtpd",)
+
+
+def program_key(program: str) -> tuple[str, dict[str, str]]:
+    """``postfix-out/submission/smtpd`` -> daemon ``smtpd``, instance ``postfix-out``, service
+    ``submission`` (collate.pl's rule: instance up to the first ``/``, daemon the last part)."""
+    parts = program.split("/")
+    daemon = parts[-1]
+    service = parts[-2] if len(parts) > 2 else daemon
+    return daemon, {"instance": parts[0], "service": service}
+DELIVERY_AGENTS = ("smtp", "lmtp", "local", "virtual", "pipe", "error", "discard", "retry")
+
+
+def namaddr(prefix: str = "client") -> object:
+    """``name[addr]`` with an optional ``:port`` (``smtpd_client_port_logging``)."""
+    return seq(
+        rx(r"[^\[\s]*", f"{prefix}_name"), "[", rx(r"[^\]]*", f"{prefix}_address"), "]",
+        opt(":", rx(r"\d+", f"{prefix}_port", as_int)),
+    )
+
+
+def bracket_addr(prefix: str = "client") -> object:
+    """postscreen's ``[addr]:port``."""
+    return seq("[", rx(r"[^\]]*", f"{prefix}_address"), "]:", rx(r"\d+", f"{prefix}_port", as_int))
+
+
+STAGE = rx(r"[A-Z][A-Z-]*", "stage")
+# Postfix's access actions (smtpd_check.c log_whatsup) and the milter ones.
+ACTION = rx(
+    r"reject_warning|reject|hold|discard|filter|redirect|warn|info|delay|hangup|permit|"
+    r"milter-reject|milter-hold|milter-discard|proxy-reject|proxy-accept",
+    "action",
+)
+# "554 5.7.1 <b@y>: Relay access denied; from=<a> to=<b> proto=ESMTP helo=<h>": the reply runs up
+# to the first such tail; milter replies start at the enhanced code.
+REPLY_TAIL = seq(
+    opt(rx(r"[2-5]\d\d", "reply_code", as_int), " "),
+    opt(rx(r"[245]\.\d{1,3}\.\d{1,3}", "reply_enhanced"), " "),
+    rx(r".*?(?=; (?:from|to|proto|helo)=|$)", "reply_text"),
+    opt("; ", rx(r".*", "tail", kv_spaces)),
+)
+
+RULES: list[Rule] = [
+    # --- smtpd ---------------------------------------------------------------------------
+    Rule("smtpd_connect", seq("connect from ", namaddr()), ("connect",), SMTPD),
+    Rule("smtpd_disconnect", seq("disconnect from ", namaddr(), opt(" ", rx(r".*", "counts", kv_spaces))),
+         ("disconnect",), SMTPD),
+    Rule("smtpd_client", seq("client=", namaddr(), rx(r"(?:, .*)?", "extra", kv_commas)), ("client=",), SMTPD),
+    Rule(
+        "smtpd_reject",
+        seq(ACTION, ": ", STAGE, " from ", namaddr(), ": ", REPLY_TAIL),
+        ("reject", "reject_warning", "hold", "discard", "filter", "redirect", "warn", "info",
+         "delay", "hangup", "permit", "milter-reject", "milter-hold", "milter-discard",
+         "proxy-reject", "proxy-accept"),
+        ("smtpd", "cleanup", "postscreen"),
+    ),
+    Rule(
+        "smtpd_abort",
+        seq(rx(r"lost connection|timeout|too many errors", "abort"), " after ", STAGE,
+            opt(" (", rx(r"\d+", "bytes", as_int), " bytes)"), " from ", namaddr(), rx(r".*", "rest")),
+        ("lost", "timeout", "too"), SMTPD,
+    ),
+    Rule(
+        "tls_established",
+        seq(rx(r"Anonymous|Untrusted|Trusted|Verified", "tls_trust"), " TLS connection ",
+            rx(r"established|reused", "tls_state"), " ", rx(r"from|to", "direction"), " ",
+            namaddr("peer"), opt(" to ", rx(r"\S+", "sni")), ": ",
+            rx(r"\S+", "tls_version"), " with cipher ", rx(r"\S+", "tls_cipher"),
+            opt(" (", rx(r"[^)]*", "tls_bits"), ")"), rx(r".*", "tls_rest")),
+        ("Anonymous", "Untrusted", "Trusted", "Verified"),
+    ),
+    Rule("smtpd_pipelining", seq("improper command pipelining after ", STAGE, " from ", namaddr(),
+                                 rx(r".*", "rest")), ("improper",), SMTPD),
+    Rule("smtpd_ssl_error", seq("SSL_accept error from ", namaddr(), rx(r".*", "rest")), ("SSL_accept",), SMTPD),
+    Rule("smtpd_table_changed", seq("table ", rx(r"\S+", "table"), " has changed -- restarting"),
+         ("table",), SMTPD),
+    Rule("smtpd_starttls_fail", seq("STARTTLS ", rx(r".*", "rest")), ("STARTTLS",), SMTPD),
+    # --- cleanup -------------------------------------------------------------------------
+    Rule("cleanup_message_id", seq(rx(r"(?:resent-)?message-id", "header"), "=", rx(r".*", "message_id")),
+         ("message-id=", "resent-message-id="), ("cleanup",)),
+    Rule(
+        "cleanup_action",
+        seq(ACTION, ": ", rx(r"header|body|content|mime-error", "what"), " ",
+            rx(r".*?(?= from (?:\S+\[[^\]]*\](?::\d+)?|local); )", "content"),
+            " from ", alt(namaddr(), rx(r"local", "client_name")), "; ",
+            opt("from=<", rx(r"[^>]*", "mail_from"), ">"),
+            opt(" to=<", rx(r"[^>]*", "rcpt_to"), ">"),
+            opt(" proto=", rx(r"\S+", "proto")),
+            opt(" helo=<", rx(r"[^>]*", "helo"), ">"),
+            opt(": ", rx(r".*", "reason"))),
+        ("reject", "warning", "hold", "discard", "filter", "redirect", "replace", "prepend", "bcc",
+         "strip", "info"),
+        ("cleanup",),
+    ),
+    Rule("cleanup_removed", seq("removed", opt(" (", rx(r"[^)]*", "reason"), ")")), ("removed",),
+         ("cleanup",)),
+    # --- qmgr ----------------------------------------------------------------------------
+    Rule("qmgr_active", seq("from=<", rx(r"[^>]*|.*?(?=>, size=)", "mail_from"), ">, size=",
+                            rx(r"\d+", "size", as_int), ", nrcpt=", rx(r"\d+", "nrcpt", as_int),
+                            " (queue active)"), ("from=",), ("qmgr",)),
+    Rule("qmgr_expired", seq("from=<", rx(r"[^>]*", "mail_from"), ">, status=",
+                             rx(r"expired|force-expired", "status"), ", returned to sender"),
+         ("from=",), ("qmgr",)),
+    Rule("qmgr_removed", lit("removed"), ("removed",), ("qmgr", "postsuper")),
+    Rule("qmgr_skipped", seq("skipped, still being delivered"), ("skipped,",), ("qmgr",)),
+    Rule("postsuper_action", rx(r"requeued|placed on hold|released from hold|expired", "action"),
+         ("requeued", "placed", "released", "expired"), ("postsuper",)),
+    Rule("postsuper_summary", seq(rx(r"[A-Z][a-z]+", "action"), ": ", rx(r"\d+", "count", as_int),
+                                  rx(r" messages?", "rest")), (), ("postsuper",)),
+    # --- pickup --------------------------------------------------------------------------
+    Rule("pickup_uid", seq("uid=", rx(r"\d+", "uid", as_int), " from=<", rx(r"[^>]*", "mail_from"), ">",
+                           opt(" orig_id=", rx(QUEUE_ID, "orig_queue_id"))), ("uid=",), ("pickup",)),
+    # --- delivery agents -----------------------------------------------------------------
+    Rule(
+        "delivery_status",
+        seq("to=<", rx(r"[^>]*|.*?(?=>, )", "rcpt_to"), ">",
+            rx(r"(?:, (?!status=)[a-z_]+=(?:<[^>]*>|[^, ]*))*", "kv", kv_commas),
+            # very old Postfix wrote "conn_use=2 delay=…" without a comma
+            ", status=", rx(r"\S+", "status"), opt(" ", rx(r".*", "status_text"))),
+        ("to=",), DELIVERY_AGENTS,
+    ),
+    Rule("delivery_connect_fail", seq("connect to ", namaddr("relay"), ": ", rx(r".*", "reason")),
+         ("connect",), DELIVERY_AGENTS),
+    Rule("delivery_host_said", seq("host ", namaddr("relay"), " said: ", smtp_reply()), ("host",),
+         DELIVERY_AGENTS),
+    Rule("delivery_refused_talk", seq("host ", namaddr("relay"), " refused to talk to me: ", smtp_reply()),
+         ("host",), DELIVERY_AGENTS),
+    Rule("delivery_lost", seq(rx(r"lost connection with|conversation with", "what"), " ", namaddr("relay"),
+                              rx(r" .*", "rest")), ("lost", "conversation"), DELIVERY_AGENTS),
+    Rule("delivery_starttls_offer", seq("Host offered STARTTLS: [", rx(r"[^\]]*", "relay_name"), "]"),
+         ("Host",), DELIVERY_AGENTS),
+    Rule("delivery_passing", seq("passing <", rx(r"[^>]*", "rcpt_to"), "> to transport=", rx(r"\S+", "transport")),
+         ("passing",)),
+    # --- bounce --------------------------------------------------------------------------
+    Rule("bounce_notification", seq(rx(r"sender|postmaster", "audience"), " ",
+                                    rx(r"non-delivery|delay|delivery status|success", "kind"),
+                                    " notification: ", rx(QUEUE_ID, "new_queue_id")),
+         ("sender", "postmaster"), ("bounce",)),
+    Rule("bounce_failed", seq("sender notification failed to ", rx(r".*", "rest")), ("sender",), ("bounce",)),
+    # --- postscreen ----------------------------------------------------------------------
+    Rule("postscreen_connect", seq("CONNECT from ", bracket_addr(), " to ", bracket_addr("server")),
+         ("CONNECT",), ("postscreen",)),
+    Rule("postscreen_verdict", seq(rx(r"PASS NEW|PASS OLD|DISCONNECT|DENYLISTED|ALLOWLISTED|BLACKLISTED|"
+                                      r"WHITELISTED|ALLOWLIST VETO|WHITELIST VETO", "verdict"), " ",
+                                   bracket_addr()),
+         ("PASS", "DISCONNECT", "DENYLISTED", "ALLOWLISTED", "BLACKLISTED", "WHITELISTED", "ALLOWLIST",
+          "WHITELIST"), ("postscreen",)),
+    Rule("postscreen_test", seq(rx(r"PREGREET|HANGUP|DNSBL rank|COMMAND [A-Z ]+?|NON-SMTP COMMAND|"
+                                   r"BARE NEWLINE", "test"), rx(r".*?(?=\[)", "detail"), bracket_addr(),
+                                rx(r".*", "rest")),
+         ("PREGREET", "HANGUP", "DNSBL", "COMMAND", "NON-SMTP", "BARE"), ("postscreen",)),
+    Rule("postscreen_cache", seq("cache ", rx(r".*", "rest")), ("cache",), ("postscreen", "verify")),
+    Rule("dnsblog_listed", seq("addr ", rx(r"\S+", "client_address"), " listed by domain ",
+                               rx(r"\S+", "dnsbl"), " as ", rx(r"\S+", "dnsbl_result")),
+         ("addr",), ("dnsblog",)),
+    # --- master, anvil, scache, tlsproxy, postfix-script ----------------------------------
+    Rule("master_started", seq(rx(r"daemon started|reload", "what"), " -- version ", rx(r"[^,]+", "version"),
+                               ", configuration ", rx(r".*", "config")), ("daemon", "reload"), ("master",)),
+    Rule("master_terminating", seq("terminating on signal ", rx(r"\d+", "signal", as_int)), ("terminating",),
+         ("master",)),
+    Rule("master_process_exit", seq("warning: process ", rx(r"\S+", "path"), " pid ", rx(r"\d+", "child_pid", as_int),
+                                    " ", rx(r"exit status|killed by signal", "how"), " ",
+                                    rx(r"\d+", "code", as_int)), ("warning",), ("master",)),
+    Rule("statistics", seq("statistics: ", rx(r".*", "rest")), ("statistics",), ("anvil", "scache")),
+    Rule("postfix_script", rx(r"(?:starting|stopping|refreshing|waiting for) the Postfix mail system.*|"
+                              r"Postfix is running.*|the Postfix mail system is .*", "what"),
+         ("starting", "stopping", "refreshing", "waiting", "Postfix", "the"), ("postfix-script",)),
+    Rule("tlsproxy_conn", seq(rx(r"CONNECT|DISCONNECT", "verdict"), rx(r".*", "rest")), ("CONNECT", "DISCONNECT"),
+         ("tlsproxy",)),
+    # --- any daemon: diagnostics, kept as parsed (warning lines are real Postfix output) ----
+    Rule("diagnostic", seq(rx(r"warning|error|fatal|panic", "severity"), ": ", rx(r".*", "text")),
+         ("warning", "error", "fatal", "panic")),
+]

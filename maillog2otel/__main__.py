@@ -1,0 +1,3 @@
+from maillog2otel.cli import main
+
+main()

@@ -1,0 +1,521 @@
+"""Postfix: smtpd sessions by (host, instance, pid), messages by (host, instance, queue ID).
+
+A session opens at ``connect from`` and closes at ``disconnect from``; ``<QID>: client=`` is the
+bridge from the session to its messages. A message remembers the trace of the connection that
+brought it until ``removed``, so a delivery attempted days later (deferred mail) is still a child
+of that connection's span. Postfix logs no line for an accepted HELO, MAIL or RCPT: those events
+are inferred from the disconnect summary, ``qmgr from=`` and the delivery ``to=`` lines, and
+marked ``smtp.event.inferred``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from maillog2otel.correlate.base import NS, CorrelateSettings, Grace, Stats, Table
+from maillog2otel.records import Connection, Count, Delivery, Event, MessageDone, Output, SpanEvent
+from maillog2otel.telemetry.ids import ids_for, span_id_for
+
+MTA = "postfix"
+_RESULTS = {"sent": "delivered", "deferred": "deferred", "bounced": "bounced", "expired": "expired",
+            "SOFTBOUNCE": "deferred"}
+# The next hop's own ID in its reply: Postfix, Exim and Haraka (one trace across hops).
+NEXT_HOP_ID = re.compile(
+    r"queued as (?P<pf>[0-9A-Za-z]+)\b|\bid=(?P<exim>[0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4})"
+    r"|\((?P<haraka>[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}\.\d+)\)"
+)
+_RELAY = re.compile(r"(?P<name>[^\[\s]*)\[(?P<addr>[^\]]*)\](?::(?P<port>\d+))?")
+_COMMANDS = ("helo", "ehlo", "xclient", "xforward", "starttls", "auth", "mail", "rcpt", "data", "bdat",
+             "rset", "noop", "vrfy", "etrn", "quit", "help", "unknown")
+
+
+def next_hop_queue_id(text: str) -> str | None:
+    m = NEXT_HOP_ID.search(text)
+    return (m["pf"] or m["exim"] or m["haraka"]) if m else None
+
+
+@dataclass(slots=True)
+class Session:
+    key: tuple[str, str, int]
+    trace_id: bytes
+    span_id: bytes
+    start_ns: int
+    last_ns: int
+    attrs: dict[str, Any]
+    events: list[SpanEvent] = field(default_factory=list)
+    error: str | None = None
+    end_ns: int = 0
+    counts: dict[str, str] = field(default_factory=dict)
+    messages: list[Message] = field(default_factory=list)
+    helo: str | None = None
+    tls_ns: int | None = None
+
+
+@dataclass(slots=True)
+class Message:
+    key: tuple[str, str, str]
+    trace_id: bytes
+    parent_span_id: bytes | None
+    first_ns: int
+    last_ns: int
+    session: Session | None = None
+    origin: str = "smtpd"
+    client_ns: int | None = None
+    data_ns: int | None = None
+    message_id: str | None = None
+    mail_from: str | None = None
+    size: int | None = None
+    nrcpt: int | None = None
+    queued_ns: int | None = None
+    rejected: bool = False
+    parent_queue_id: str | None = None
+    rcpts: dict[str, str] = field(default_factory=dict)  # recipient -> last result
+    attempts: int = 0
+
+
+class PostfixCorrelator:
+    mta = MTA
+
+    def __init__(self, settings: CorrelateSettings | None = None) -> None:
+        self.s = settings or CorrelateSettings()
+        self.stats = Stats()
+        self.sessions: Table[tuple[str, str, int], Session] = Table(self.s.max_sessions, self.stats, "session")
+        self.messages: Table[tuple[str, str, str], Message] = Table(self.s.max_messages, self.stats, "message")
+        self.closing: Grace[Session] = Grace()
+        self.screened: dict[tuple[str, str], tuple[int, str]] = {}  # (host, ip) -> postscreen verdict
+        self.client_tls: dict[tuple[str, str, int], dict[str, Any]] = {}  # smtp pid -> TLS of next to=
+        self.now_ns = 0
+        self._handlers = {
+            "smtpd_connect": self._connect, "smtpd_disconnect": self._disconnect,
+            "smtpd_client": self._client, "smtpd_reject": self._reject, "smtpd_abort": self._abort,
+            "tls_established": self._tls, "cleanup_message_id": self._message_id,
+            "cleanup_action": self._cleanup_action, "cleanup_removed": self._removed,
+            "qmgr_active": self._active, "qmgr_expired": self._expired, "qmgr_removed": self._removed,
+            "pickup_uid": self._pickup, "delivery_status": self._delivery,
+            "bounce_notification": self._bounce, "postscreen_verdict": self._postscreen,
+            "master_process_exit": self._process_exit,
+        }
+
+    # --- pipeline interface --------------------------------------------------------------
+
+    def feed(self, ev: Event) -> list[Output]:
+        out: list[Output] = []
+        ts = ev.record.ts_ns
+        if ts > self.now_ns:
+            self.now_ns = ts
+            if len(self.closing):
+                for sess in self.closing.due(ts):
+                    out.append(self._connection(sess))
+        handler = self._handlers.get(ev.rule)
+        if handler is not None:
+            handler(ev, out)
+        return out
+
+    def tick(self, now_ns: int) -> list[Output]:
+        """Emit what is due at log time ``now_ns``: closed sessions past their grace, sessions
+        idle too long, messages kept past their retention."""
+        out: list[Output] = [self._connection(s) for s in self.closing.due(now_ns)]
+        while (s := self.sessions.oldest()) is not None and now_ns - s.last_ns > self.s.session_idle_ns:
+            self.sessions.pop(s.key)
+            s.error = s.error or "session idle: no disconnect logged"
+            s.end_ns = s.last_ns
+            self.stats.bump("session_idle")
+            out.append(self._connection(s))
+        while (m := self.messages.oldest()) is not None and now_ns - m.last_ns > self.s.message_retention_ns:
+            self.messages.pop(m.key)
+            self.stats.bump("message_expired_from_state")
+        return out
+
+    def finish(self) -> list[Output]:
+        """End of input: closed sessions go out; open ones end with ERROR "log ended"."""
+        out: list[Output] = [self._connection(s) for s in self.closing.drain()]
+        for s in self.sessions.values():
+            self.sessions.pop(s.key)
+            s.error = s.error or "log ended"
+            s.end_ns = s.last_ns
+            out.append(self._connection(s))
+        return out
+
+    def open_counts(self) -> dict[str, int]:
+        return {"sessions": len(self.sessions), "messages": len(self.messages)}
+
+    # --- smtpd sessions --------------------------------------------------------------------
+
+    def _skey(self, ev: Event) -> tuple[str, str, int]:
+        return (ev.record.host, ev.fields.get("instance", "postfix"), ev.record.pid or 0)
+
+    def _session(self, ev: Event) -> Session | None:
+        s = self.sessions.get(self._skey(ev))
+        if s is not None:
+            s.last_ns = ev.record.ts_ns
+        return s
+
+    def _connect(self, ev: Event, out: list[Output]) -> None:
+        f, rec = ev.fields, ev.record
+        key = self._skey(ev)
+        old = self.sessions.pop(key)
+        if old is not None:  # smtpd serves one client at a time: a new connect ends the old one
+            old.error = old.error or "no disconnect logged"
+            old.end_ns = old.last_ns
+            self.stats.bump("session_superseded")
+            out.append(self._connection(old))
+        port = f.get("client_port")
+        trace_id, span_id = ids_for(f"{rec.host}|postfix|{key[1]}|{key[2]}|{rec.ts_ns}|{f['client_address']}:{port}")
+        attrs: dict[str, Any] = {"mta.name": MTA, "client.address": f["client_address"],
+                                 "smtp.service": f.get("service", "smtpd"), "process.pid": key[2]}
+        if port is not None:
+            attrs["client.port"] = port
+        if f["client_name"] and f["client_name"] != "unknown":
+            attrs["net.peer.name"] = f["client_name"]
+        screened = self.screened.pop((rec.host, f["client_address"]), None)
+        if screened and rec.ts_ns - screened[0] < 60 * NS:
+            attrs["postfix.postscreen.verdict"] = screened[1]
+        sess = Session(key, trace_id, span_id, rec.ts_ns, rec.ts_ns, attrs)
+        evicted = self.sessions.put(key, sess)
+        if evicted is not None:
+            evicted.error = evicted.error or "evicted: too many open sessions"
+            evicted.end_ns = evicted.last_ns
+            out.append(self._connection(evicted))
+
+    def _disconnect(self, ev: Event, out: list[Output]) -> None:
+        sess = self.sessions.pop(self._skey(ev))
+        if sess is None:
+            self.stats.bump("disconnect_without_connect")
+            return
+        sess.end_ns = ev.record.ts_ns
+        sess.counts = ev.fields.get("counts", {})
+        self.closing.push(sess.end_ns + self.s.grace_ns, sess)
+
+    def _abort(self, ev: Event, out: list[Output]) -> None:
+        sess = self._session(ev)
+        if sess is None:
+            return
+        f = ev.fields
+        what = f"{f['abort']} after {f['stage']}"
+        sess.error = what
+        attrs: dict[str, Any] = {"smtp.abort": f["abort"], "smtp.stage": f["stage"]}
+        if "bytes" in f:
+            attrs["smtp.bytes_received"] = f["bytes"]
+        sess.events.append(SpanEvent("smtp.abort", ev.record.ts_ns, attrs))
+
+    def _tls(self, ev: Event, out: list[Output]) -> None:
+        f = ev.fields
+        tls = {"tls.protocol.version": f["tls_version"], "tls.cipher": f["tls_cipher"],
+               "smtp.tls.trust": f["tls_trust"]}
+        if f["direction"] == "to":  # outbound: the same smtp pid's next to= line
+            self.client_tls[(ev.record.host, f.get("instance", "postfix"), ev.record.pid or 0)] = tls
+            return
+        sess = self._session(ev)
+        if sess is None:
+            return
+        sess.attrs["smtp.tls"] = True
+        sess.attrs.update(tls)
+        sess.tls_ns = ev.record.ts_ns
+        sess.events.append(SpanEvent("smtp.starttls", ev.record.ts_ns, dict(tls)))
+
+    def _reject(self, ev: Event, out: list[Output]) -> None:
+        f, rec = ev.fields, ev.record
+        action, stage = f["action"], f["stage"]
+        tail: dict[str, str] = f.get("tail", {})
+        sess = None
+        if f.get("service") != "postscreen":
+            sess = self._session(ev)
+            qid = f.get("queue_id")
+            if sess is None and qid and qid != "NOQUEUE":  # cleanup's milter-reject: find by queue ID
+                msg = self.messages.get((rec.host, f.get("instance", "postfix"), qid))
+                sess = msg.session if msg else None
+                if msg is not None and action.endswith("reject"):
+                    msg.rejected = True
+        if action in ("reject", "milter-reject", "proxy-reject"):
+            out.append(Count(MTA, rec.host, rec.ts_ns, "rejected"))
+        if sess is None:
+            return
+        if "helo" in tail:
+            sess.helo = tail["helo"]
+        attrs: dict[str, Any] = {"smtp.reject.action": action, "smtp.reject.stage": stage,
+                                 "smtp.reject.reason": f.get("reply_text", "")}
+        if "reply_code" in f:
+            attrs["smtp.response.code"] = f["reply_code"]
+        if "reply_enhanced" in f:
+            attrs["smtp.response.enhanced_code"] = f["reply_enhanced"]
+        if stage == "RCPT" and "to" in tail:
+            sess.events.append(SpanEvent("smtp.rcpt", rec.ts_ns, {
+                "smtp.rcpt_to": tail["to"], "smtp.rcpt.accepted": action not in ("reject", "hold", "discard")
+                and not action.startswith("milter"), "smtp.response.code": f.get("reply_code", 0)}))
+        elif stage == "MAIL" and "from" in tail:
+            sess.events.append(SpanEvent("smtp.mail", rec.ts_ns, {
+                "smtp.mail_from": tail["from"], "smtp.response.code": f.get("reply_code", 0)}))
+        sess.events.append(SpanEvent("smtp.reject", rec.ts_ns, attrs))
+
+    def _process_exit(self, ev: Event, out: list[Output]) -> None:
+        f = ev.fields
+        if not f["path"].endswith("/smtpd"):
+            return
+        sess = self.sessions.pop((ev.record.host, f.get("instance", "postfix"), f["child_pid"]))
+        if sess is not None:
+            sess.error = f"smtpd {f['how']} {f['code']}"
+            sess.end_ns = ev.record.ts_ns
+            out.append(self._connection(sess))
+
+    def _postscreen(self, ev: Event, out: list[Output]) -> None:
+        if len(self.screened) > 10_000:
+            self.screened.clear()
+        self.screened[(ev.record.host, ev.fields["client_address"])] = (ev.record.ts_ns, ev.fields["verdict"])
+
+    # --- messages --------------------------------------------------------------------------
+
+    def _mkey(self, ev: Event, qid: str | None = None) -> tuple[str, str, str]:
+        return (ev.record.host, ev.fields.get("instance", "postfix"), qid or ev.fields["queue_id"])
+
+    def _new_message(self, key: tuple[str, str, str], ts: int, sess: Session | None, origin: str,
+                     out: list[Output]) -> Message:
+        if sess is not None:
+            trace_id, parent = sess.trace_id, sess.span_id
+        else:
+            trace_id, _ = ids_for(f"{key[0]}|postfix|{key[1]}|{key[2]}|{ts}|message")
+            parent = None
+        msg = Message(key, trace_id, parent, ts, ts, sess, origin)
+        old = self.messages.get(key)
+        if old is not None:  # short queue IDs repeat: a new message under a live ID ends the old one
+            self.stats.bump("queue_id_reused")
+            self.messages.pop(key)
+        self.messages.put(key, msg)
+        return msg
+
+    def _message(self, ev: Event, out: list[Output], create: str | None = None) -> Message | None:
+        qid = ev.fields.get("queue_id")
+        if not qid or qid == "NOQUEUE":
+            return None
+        key = self._mkey(ev)
+        msg = self.messages.get(key)
+        if msg is None and create:
+            self.stats.bump("message_seen_mid_flight") if create == "lazy" else None
+            msg = self._new_message(key, ev.record.ts_ns, None, create, out)
+        if msg is not None:
+            msg.last_ns = ev.record.ts_ns
+        return msg
+
+    def _client(self, ev: Event, out: list[Output]) -> None:
+        sess = self._session(ev)
+        msg = self._new_message(self._mkey(ev), ev.record.ts_ns, sess, "smtpd", out)
+        msg.client_ns = ev.record.ts_ns
+        extra = ev.fields.get("extra", {})
+        if sess is not None:
+            sess.messages.append(msg)
+            if "sasl_method" in extra:
+                sess.attrs["smtp.auth.method"] = extra["sasl_method"]
+            if "sasl_username" in extra:
+                sess.attrs["smtp.auth.user"] = extra["sasl_username"]
+        if "orig_queue_id" in extra:
+            msg.parent_queue_id = extra["orig_queue_id"]
+
+    def _pickup(self, ev: Event, out: list[Output]) -> None:
+        msg = self._new_message(self._mkey(ev), ev.record.ts_ns, None, "pickup", out)
+        msg.mail_from = ev.fields["mail_from"]
+
+    def _message_id(self, ev: Event, out: list[Output]) -> None:
+        msg = self._message(ev, out, create="lazy")
+        if msg is not None and ev.fields["header"] == "message-id":
+            msg.message_id = ev.fields["message_id"]
+            msg.data_ns = ev.record.ts_ns
+
+    def _cleanup_action(self, ev: Event, out: list[Output]) -> None:
+        f, rec = ev.fields, ev.record
+        msg = self._message(ev, out)
+        sess = msg.session if msg else None
+        action = f["action"]
+        if action == "reject":
+            out.append(Count(MTA, rec.host, rec.ts_ns, "rejected"))
+            if msg is not None:
+                msg.rejected = True
+        if sess is None:
+            return
+        reason = f.get("reason", "")
+        code = reason.split(" ", 1)[0]
+        attrs: dict[str, Any] = {"smtp.reject.action": action, "smtp.reject.stage": "END-OF-MESSAGE",
+                                 "smtp.reject.reason": f"{f['what']} {f['content']}: {reason}".strip()}
+        if re.fullmatch(r"[245]\.\d{1,3}\.\d{1,3}", code):
+            attrs["smtp.response.enhanced_code"] = code
+            attrs["smtp.response.code"] = int(code[0]) * 100 + 50
+        if f.get("helo"):
+            sess.helo = f["helo"]
+        name = "smtp.reject" if action == "reject" else "smtp.content_action"
+        sess.events.append(SpanEvent(name, rec.ts_ns, attrs))
+
+    def _active(self, ev: Event, out: list[Output]) -> None:
+        f, rec = ev.fields, ev.record
+        msg = self._message(ev, out, create="lazy")
+        if msg is None:
+            return
+        msg.attempts += 1
+        msg.mail_from = f["mail_from"]
+        if msg.queued_ns is None:  # "(queue active)" repeats every retry round: count it once
+            msg.queued_ns, msg.size, msg.nrcpt = rec.ts_ns, f["size"], f["nrcpt"]
+            out.append(Count(MTA, rec.host, rec.ts_ns, "queued", f["size"]))
+
+    def _expired(self, ev: Event, out: list[Output]) -> None:
+        msg = self._message(ev, out, create="lazy")
+        if msg is None:
+            return
+        for rcpt, result in list(msg.rcpts.items()):
+            if result == "deferred":
+                msg.rcpts[rcpt] = "expired"
+                out.append(self._delivery_span(msg, ev, rcpt, "expired", ev.record.ts_ns, {
+                    "smtp.response": f"message {ev.fields['status']}, returned to sender"}))
+
+    def _removed(self, ev: Event, out: list[Output]) -> None:
+        msg = self._message(ev, out)
+        if msg is None:
+            return
+        self.messages.pop(msg.key)
+        out.append(MessageDone(MTA, ev.record.host, msg.trace_id, ev.record.ts_ns))
+
+    def _bounce(self, ev: Event, out: list[Output]) -> None:
+        parent = self._message(ev, out)
+        key = self._mkey(ev, ev.fields["new_queue_id"])
+        child = self.messages.get(key)
+        if child is None:
+            child = self._new_message(key, ev.record.ts_ns, None, "bounce", out)
+        child.origin = "bounce"
+        child.parent_queue_id = ev.fields["queue_id"]
+        if parent is not None:  # the notice joins its parent's trace
+            child.trace_id, child.parent_span_id = parent.trace_id, parent.parent_span_id
+
+    def _delivery(self, ev: Event, out: list[Output]) -> None:
+        f, rec = ev.fields, ev.record
+        result = _RESULTS.get(f["status"])
+        if result is None:  # address verification probes, sendmail -v traces: not deliveries
+            return
+        msg = self._message(ev, out, create="lazy")
+        if msg is None:
+            return
+        kv: dict[str, str] = f["kv"]
+        rcpt = f["rcpt_to"]
+        msg.rcpts[rcpt] = result
+        text = f.get("status_text", "")
+        if text.startswith("(") and text.endswith(")"):
+            text = text[1:-1]
+        attrs: dict[str, Any] = {"smtp.response": text, "postfix.daemon": f.get("service", "")}
+        for k, name in (("dsn", "smtp.dsn"), ("relay", "smtp.relay"), ("orig_to", "smtp.orig_rcpt_to"),
+                        ("delays", "postfix.delays"), ("tls", "postfix.tls_feature"),
+                        ("conn_use", "postfix.conn_use")):
+            if k in kv:
+                attrs[name] = kv[k]
+        if "delay" in kv:
+            attrs["smtp.delay_s"] = _float(kv["delay"])
+        relay = _RELAY.fullmatch(kv.get("relay", ""))
+        if relay:
+            attrs["server.address"] = relay["addr"]
+            if relay["port"]:
+                attrs["server.port"] = int(relay["port"])
+            if relay["name"]:
+                attrs["net.peer.name"] = relay["name"]
+        tls = self.client_tls.pop((rec.host, f.get("instance", "postfix"), rec.pid or 0), None)
+        if tls:
+            attrs.update(tls)
+        if result == "delivered" and (nxt := next_hop_queue_id(text)):
+            attrs["smtp.next_hop.queue_id"] = nxt
+        start = rec.ts_ns
+        delays = kv.get("delays", "").split("/")
+        if len(delays) == 4:  # connection setup + transmission: the attempt itself
+            start -= int((_float(delays[2]) + _float(delays[3])) * NS)
+        out.append(self._delivery_span(msg, ev, rcpt, result, start, attrs))
+
+    def _delivery_span(self, msg: Message, ev: Event, rcpt: str, result: str, start_ns: int,
+                       attrs: dict[str, Any]) -> Delivery:
+        rec = ev.record
+        attrs["smtp.queue_id"] = msg.key[2]
+        attrs["smtp.rcpt_to"] = rcpt
+        attrs["smtp.result"] = result
+        attrs["mta.name"] = MTA
+        if msg.mail_from is not None:
+            attrs["smtp.mail_from"] = msg.mail_from
+        if msg.parent_queue_id:
+            attrs["smtp.parent_queue_id"] = msg.parent_queue_id
+        attrs["smtp.message.origin"] = msg.origin
+        span_id = span_id_for(f"{msg.trace_id.hex()}|{msg.key}|{rcpt}|{rec.ts_ns}|{result}")
+        error = attrs.get("smtp.response") if result in ("bounced", "expired") else None
+        return Delivery(MTA, rec.host, msg.trace_id, span_id, msg.parent_span_id, min(start_ns, rec.ts_ns),
+                        rec.ts_ns, result, attrs, error)
+
+    # --- the SERVER span -----------------------------------------------------------------------
+
+    def _connection(self, s: Session) -> Connection:
+        """Build the span's events, adding what Postfix proves but never logs as a line."""
+        events = list(s.events)
+        counts = s.counts
+        commands: dict[str, int] = {"connect": 1}
+        for cmd in _COMMANDS:
+            if cmd in counts:
+                ok, _, total = counts[cmd].partition("/")
+                commands[cmd] = int(total or ok)
+                s.attrs[f"smtp.command.{cmd}"] = int(total or ok)
+                if total:
+                    s.attrs[f"smtp.command.{cmd}.ok"] = int(ok)
+        if "commands" in counts:
+            ok, _, total = counts["commands"].partition("/")
+            s.attrs["smtp.commands"] = int(total or ok)
+            s.attrs["smtp.commands.ok"] = int(ok)
+        inferred = {"smtp.event.inferred": True}
+        for verb in ("ehlo", "helo"):
+            n_ok = _ok(counts.get(verb))
+            already = sum(1 for e in events if e.name == f"smtp.{verb}")
+            for i in range(max(0, n_ok - already)):
+                at = s.tls_ns if (i and s.tls_ns) else s.start_ns
+                attrs = dict(inferred)
+                if s.helo:
+                    attrs["smtp.helo_host"] = s.helo
+                events.append(SpanEvent(f"smtp.{verb}", at, attrs))
+        if s.helo:
+            s.attrs["smtp.helo_host"] = s.helo
+        transactions = 0
+        for msg in s.messages:
+            at = msg.client_ns or s.start_ns
+            mail = {**inferred}
+            if msg.mail_from is not None:
+                mail["smtp.mail_from"] = msg.mail_from
+            events.append(SpanEvent("smtp.mail", at, mail))
+            known = list(msg.rcpts)
+            for i in range(max(msg.nrcpt or 0, len(known))):
+                rcpt = {**inferred, "smtp.rcpt.accepted": True, "smtp.response.code": 250}
+                if i < len(known):
+                    rcpt["smtp.rcpt_to"] = known[i]
+                events.append(SpanEvent("smtp.rcpt", at, rcpt))
+            if msg.data_ns is not None:
+                data: dict[str, Any] = {"smtp.queue_id": msg.key[2]}
+                if msg.message_id is not None:
+                    data["smtp.message_id"] = msg.message_id
+                if msg.size is not None:
+                    data["smtp.message.size_bytes"] = msg.size
+                events.append(SpanEvent("smtp.data", msg.data_ns, data))
+            if msg.queued_ns is not None and not msg.rejected:
+                transactions += 1
+                events.append(SpanEvent("smtp.queue_ok", msg.queued_ns, {
+                    "smtp.queue_id": msg.key[2], "smtp.queue_msg": f"250 2.0.0 Ok: queued as {msg.key[2]}"}))
+                if msg.size is not None:
+                    s.attrs["smtp.message.size_bytes"] = msg.size
+            msg.session = None  # the span is out: later lines of the message only make deliveries
+            if msg.queued_ns is None and (msg.rejected or msg.data_ns is None):
+                # rejected at end of DATA, or RSET after RCPT: this queue ID will get no more lines
+                # (no "removed" before Postfix 3.10), and short IDs get reused
+                self.messages.pop(msg.key)
+        for _ in range(_ok(counts.get("rset"))):
+            events.append(SpanEvent("smtp.reset_transaction", s.end_ns or s.last_ns, dict(inferred)))
+        events.sort(key=lambda e: e.ts_ns)
+        s.attrs["smtp.transactions"] = transactions
+        host = s.key[0]
+        return Connection(MTA, host, s.trace_id, s.span_id, s.start_ns, max(s.end_ns, s.start_ns), s.attrs,
+                          events, s.error, commands)
+
+
+def _ok(value: str | None) -> int:
+    return int(value.partition("/")[0]) if value else 0
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0

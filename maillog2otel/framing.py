@@ -1,0 +1,246 @@
+"""Envelopes -> ``Record``: time, host, program, pid and message from every log shape we read.
+
+Shapes (detected per line, so a file may mix them):
+
+    Nov  2 01:02:03 mx postfix/smtpd[123]: connect from …          RFC3164, journalctl short
+    Nov 22 01:52:30.333725 mx postfix/smtpd[123]: …                journalctl short-precise
+    2026-11-22T01:52:46.661933+00:00 mx postfix/smtpd[123]: …      rsyslog RFC3339, short-iso
+    2026-11-22 01:52:46.661 +0100 [123] 1rABCD-0001Ab-XY <= …      Exim's own main log
+    2026-11-22T01:53:59.097Z [NOTICE] [UUID] [core] connect …      Haraka stdout, timestamps=true
+    [NOTICE] [UUID] [core] connect …                               Haraka stdout, no timestamps
+    2026-07-23 20:55:28.029305500  [NOTICE] …                      tai64nlocal-stamped Haraka
+    {"MESSAGE": …, "__REALTIME_TIMESTAMP": …}                      journalctl -o json
+
+Year-less stamps get their year from a deterministic guess (``YearGuess``); zone-less stamps are
+read in the configured time zone.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from maillog2otel.records import Record
+
+_MONTHS = {m: i for i, m in enumerate(calendar.month_abbr) if m}
+
+_BSD = re.compile(
+    r"(?P<mon>[A-Z][a-z]{2}) (?P<day>[ \d]\d) (?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d)(?:\.(?P<frac>\d{1,9}))?"
+    r" (?:<[\w.]+> )?(?P<host>\S+) (?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: (?:\[ID \d+ [\w.]+\] )?"
+)
+_ISO = re.compile(
+    r"(?P<y>\d{4})-(?P<mo>\d\d)-(?P<d>\d\d)T(?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d)(?:[.,](?P<frac>\d{1,9}))?"
+    r"(?P<tz>Z|[+-]\d\d:?\d\d)? (?P<host>\S+) (?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: "
+)
+_EXIM = re.compile(
+    r"(?P<y>\d{4})-(?P<mo>\d\d)-(?P<d>\d\d) (?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d)(?:\.(?P<frac>\d{3}))?"
+    r"(?: (?P<tz>[+-]\d{4}))? (?:\[(?P<pid>\d+)\] )?"
+)
+_HARAKA_TS = re.compile(
+    r"(?P<y>\d{4})-(?P<mo>\d\d)-(?P<d>\d\d)[T ](?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d)(?:\.(?P<frac>\d{1,9}))?"
+    r"(?P<tz>Z|[+-]\d\d:?\d\d)? {1,2}"
+)
+_HARAKA_BODY = re.compile(r"\[[A-Z]+\] \[|\{\"level\"|level=[A-Z]+ ")
+
+
+def _frac_ns(frac: str | None) -> int:
+    return int(frac.ljust(9, "0")) if frac else 0
+
+
+def _offset_s(tz: str) -> int:
+    if tz == "Z":
+        return 0
+    sign = -1 if tz[0] == "-" else 1
+    digits = tz[1:].replace(":", "")
+    return sign * (int(digits[:2]) * 3600 + int(digits[2:4]) * 60)
+
+
+class LocalClock:
+    """Wall-clock fields in one time zone -> epoch ns, cached per local hour."""
+
+    def __init__(self, zone: str | None) -> None:
+        self.tz: dt.tzinfo = ZoneInfo(zone) if zone else _machine_zone()
+        self._hours: dict[tuple[int, int, int, int], int] = {}
+
+    def to_ns(self, y: int, mo: int, d: int, h: int, mi: int, s: int, frac_ns: int) -> int:
+        key = (y, mo, d, h)
+        base = self._hours.get(key)
+        if base is None:
+            base = int(dt.datetime(y, mo, d, h, tzinfo=self.tz).timestamp())
+            if len(self._hours) > 4096:
+                self._hours.clear()
+            self._hours[key] = base
+        return (base + mi * 60 + s) * 1_000_000_000 + frac_ns
+
+
+def _machine_zone() -> dt.tzinfo:
+    try:
+        return ZoneInfo("localtime")
+    except Exception:  # noqa: BLE001 - no /etc/localtime: the offset of now is the best guess
+        return dt.datetime.now().astimezone().tzinfo or dt.UTC
+
+
+_DAYS: dict[tuple[int, int, int], int] = {}
+
+
+def _utc_ns(y: int, mo: int, d: int, h: int, mi: int, s: int, frac_ns: int, off_s: int) -> int:
+    day = _DAYS.get((y, mo, d))
+    if day is None:
+        day = calendar.timegm((y, mo, d, 0, 0, 0))
+        if len(_DAYS) > 100_000:
+            _DAYS.clear()
+        _DAYS[(y, mo, d)] = day
+    return (day + h * 3600 + mi * 60 + s - off_s) * 1_000_000_000 + frac_ns
+
+
+@dataclass(slots=True)
+class YearGuess:
+    """The year of year-less stamps, deterministic for a given stream.
+
+    Starts at ``year`` for a stream whose first line is in ``first_month`` or earlier (the year of
+    the first file's modification time, or ``--year``); a month far below the last one (Dec ->
+    Jan) moves to the next year; a stray line from the month before a turn stays in the old year."""
+
+    year: int
+    last_month: int = 0
+    ref_month: int = 12  # month of the reference time: a first line later in the year is last year's
+
+    def resolve(self, month: int) -> int:
+        if self.last_month == 0:
+            if month > self.ref_month:
+                self.year -= 1
+            self.last_month = month
+            return self.year
+        if month < self.last_month - 6:
+            self.year += 1
+            self.last_month = month
+        elif month > self.last_month + 6:
+            return self.year - 1
+        else:
+            self.last_month = month
+        return self.year
+
+
+class Framer:
+    """Frames one stream's lines. Keeps the little state a stream needs: the year guess, the last
+    time seen (for time-less lines) and whether the stream is a native Exim or Haraka log."""
+
+    def __init__(
+        self, *, stream: int, clock: LocalClock, year: YearGuess, default_host: str,
+        now_ns: int | None = None,
+    ) -> None:
+        self.stream, self.clock, self.year, self.default_host = stream, clock, year, default_host
+        self.last_ns = now_ns or 0
+        self.now_ns = now_ns  # tail mode: time-less lines take the reading time
+        self.native: str | None = None
+
+    def frame(self, text: str, offset: int) -> Record | None:
+        c = text[:1]
+        if c.isalpha() and (m := _BSD.match(text)):
+            mo = _MONTHS.get(m["mon"])
+            if mo is None:
+                return None
+            y = self.year.resolve(mo)
+            try:
+                ts = self.clock.to_ns(y, mo, int(m["day"]), int(m["h"]), int(m["mi"]), int(m["s"]),
+                                      _frac_ns(m["frac"]))
+            except ValueError:
+                return None
+            return self._syslog(ts, m["host"], m["prog"], m["pid"], text[m.end():], offset)
+        if c.isdigit():
+            if m := _ISO.match(text):
+                ts = self._iso_ns(m)
+                if ts is None:
+                    return None
+                return self._syslog(ts, m["host"], m["prog"], m["pid"], text[m.end():], offset)
+            if (m := _HARAKA_TS.match(text)) and (m["tz"] or len(m["frac"] or "") > 3
+                                                  or self.native == "haraka"
+                                                  or _HARAKA_BODY.match(text, m.end())):
+                ts = self._iso_ns(m)
+                if ts is None:
+                    return None
+                self.native = "haraka"
+                return self._native("haraka", ts, None, text[m.end():], offset)
+            if m := _EXIM.match(text):
+                ts = self._iso_ns(m)
+                if ts is None:
+                    return None
+                self.native = "exim"
+                pid = int(m["pid"]) if m["pid"] else None
+                return self._native("exim", ts, pid, text[m.end():], offset)
+        if c == "{" and text.startswith('{"') and ('"__REALTIME_TIMESTAMP"' in text or '"MESSAGE"' in text):
+            return self._journal_json(text, offset)
+        if c in "[{l" and _HARAKA_BODY.match(text):
+            self.native = "haraka"
+            return self._native("haraka", self._timeless_ns(), None, text, offset, inferred=True)
+        if self.native == "haraka" and text:
+            # Haraka's untagged start-up lines ("loaded TLD files: …") carry no envelope.
+            return self._native("haraka", self._timeless_ns(), None, text, offset, inferred=True)
+        return None
+
+    def _iso_ns(self, m: re.Match[str]) -> int | None:
+        try:
+            y, mo, d = int(m["y"]), int(m["mo"]), int(m["d"])
+            h, mi, s = int(m["h"]), int(m["mi"]), int(m["s"])
+            frac = _frac_ns(m["frac"])
+            tz = m["tz"]
+            if tz:
+                return _utc_ns(y, mo, d, h, mi, s, frac, _offset_s(tz))
+            return self.clock.to_ns(y, mo, d, h, mi, s, frac)
+        except (ValueError, OverflowError):
+            return None
+
+    def _timeless_ns(self) -> int:
+        return self.now_ns if self.now_ns is not None else self.last_ns
+
+    def _syslog(self, ts: int, host: str, prog: str, pid: str | None, msg: str, offset: int) -> Record:
+        self.last_ns = ts
+        return Record(ts, host, prog, int(pid) if pid else None, msg, None, self.stream, offset)
+
+    def _native(self, mta: str, ts: int, pid: int | None, msg: str, offset: int,
+                inferred: bool = False) -> Record:
+        if not inferred:
+            self.last_ns = ts
+        return Record(ts, self.default_host, mta, pid, msg, mta, self.stream, offset, inferred)
+
+    def _journal_json(self, text: str, offset: int) -> Record | None:
+        try:
+            entry = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(entry, dict):
+            return None
+        msg = _journal_value(entry.get("MESSAGE"))
+        if msg is None:
+            return None
+        raw_ts = entry.get("_SOURCE_REALTIME_TIMESTAMP") or entry.get("__REALTIME_TIMESTAMP")
+        try:
+            ts = int(raw_ts) * 1000
+        except (TypeError, ValueError):
+            return None
+        prog = _journal_value(entry.get("SYSLOG_IDENTIFIER")) or _journal_value(entry.get("_COMM")) or ""
+        pid_s = _journal_value(entry.get("SYSLOG_PID")) or _journal_value(entry.get("_PID"))
+        host = _journal_value(entry.get("_HOSTNAME")) or self.default_host
+        self.last_ns = ts
+        rec = Record(ts, host, prog, int(pid_s) if pid_s and pid_s.isdigit() else None, msg, None,
+                     self.stream, offset)
+        cursor = entry.get("__CURSOR")
+        if isinstance(cursor, str):
+            rec.cursor = cursor
+        return rec
+
+
+def _journal_value(value: object) -> str | None:
+    """journalctl -o json values: a string, a list of byte values (non-UTF-8 text), null (over
+    4096 bytes without --all) or a list of values (a repeated field: the last one counts)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value:
+        if all(isinstance(b, int) for b in value):
+            return bytes(b & 0xFF for b in value).decode("utf-8", "replace")
+        return _journal_value(value[-1])
+    return None

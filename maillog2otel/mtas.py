@@ -1,0 +1,72 @@
+"""The MTA registry: which grammar and correlator serve which lines.
+
+An MTA plugs in as ``grammars/<mta>.py`` plus ``maillog2otel/correlate/<mta>.py`` and one line
+here. ``detect`` decides a line's MTA from its envelope (per line, so a central syslog file
+carrying several MTAs works).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import re
+from types import ModuleType
+
+from maillog2otel.correlate.base import CorrelateSettings, Correlator
+from maillog2otel.parse import Grammar
+from maillog2otel.records import Record
+
+# name -> (grammar module, correlator "module:Class")
+REGISTRY: dict[str, tuple[str, str]] = {
+    "postfix": ("maillog2otel.grammars.postfix", "maillog2otel.correlate.postfix:PostfixCorrelator"),
+    "exim": ("maillog2otel.grammars.exim", "maillog2otel.correlate.exim:EximCorrelator"),
+    "haraka": ("maillog2otel.grammars.haraka", "maillog2otel.correlate.haraka:HarakaCorrelator"),
+}
+_HARAKA_BODY = re.compile(r"\[[A-Z]+\] \[[-0-9A-F.]+\] \[|\{\"level\":|level=[A-Z]+ uuid=")
+
+
+def detect(rec: Record) -> str | None:
+    """The MTA that wrote a line, or None for other programs (dovecot, amavis, cron …)."""
+    if rec.mta is not None:
+        return rec.mta
+    p = rec.program
+    if p.startswith("postfix"):
+        return "postfix"
+    if p.startswith("exim"):
+        return "exim"
+    if p.startswith("haraka") or (p in ("node", "haraka.js") and _HARAKA_BODY.match(rec.message)):
+        return "haraka"
+    return None
+
+
+def available() -> list[str]:
+    return [name for name, (gmod, _) in REGISTRY.items() if importlib.util.find_spec(gmod) is not None]
+
+
+def user_grammar_modules(directory: str | None) -> dict[str, list[ModuleType]]:
+    """Grammar files an admin dropped into ``--grammars DIR``: each declares ``MTA`` and ``RULES``
+    and adds its rules after the shipped ones of that MTA."""
+    found: dict[str, list[ModuleType]] = {}
+    if not directory:
+        return found
+    for name in sorted(os.listdir(directory)):
+        if not name.endswith(".py") or name.startswith("_"):
+            continue
+        spec = importlib.util.spec_from_file_location(f"maillog2otel_user_grammar_{name[:-3]}",
+                                                      os.path.join(directory, name))
+        if spec is None or spec.loader is None:
+            continue
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        found.setdefault(mod.MTA, []).append(mod)
+    return found
+
+
+def load(name: str, settings: CorrelateSettings, *, fast: bool = True,
+         extra: list[ModuleType] | None = None) -> tuple[Grammar, Correlator]:
+    gmod, cpath = REGISTRY[name]
+    grammar = Grammar([importlib.import_module(gmod), *(extra or [])], fast=fast)
+    mod_name, cls_name = cpath.split(":")
+    correlator = getattr(importlib.import_module(mod_name), cls_name)(settings)
+    return grammar, correlator

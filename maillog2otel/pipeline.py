@@ -1,0 +1,254 @@
+"""Wires the stages together; the only module that knows their order.
+
+sources -> framing -> grammars (parse) -> correlate -> telemetry -> export
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import re
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from maillog2otel import mtas
+from maillog2otel.config import Settings
+from maillog2otel.correlate.base import CorrelateSettings, Correlator
+from maillog2otel.export.base import Sink
+from maillog2otel.framing import Framer, LocalClock, YearGuess
+from maillog2otel.parse import Grammar
+from maillog2otel.records import Connection, Count, Delivery, MessageDone, Output, Record
+from maillog2otel.sources import SourceStats, first_mtime, group_streams, read_lines
+from maillog2otel.telemetry.metrics import Aggregator
+from maillog2otel.telemetry.spans import connection_span, delivery_span
+
+_MAX_SHAPES = 500
+_MASKS = [
+    (re.compile(r"<[^<>\s]*@[^<>\s]*>|[\w.+-]+@[\w.-]+"), "<addr>"),
+    (re.compile(r"\b[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}(?:\.\d+)*\b"), "<uuid>"),
+    (re.compile(r"\b[0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4}\b"), "<msgid>"),
+    (re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b|\b[0-9a-f]*:[0-9a-f:]+:[0-9a-f]*\b"), "<ip>"),
+    (re.compile(r"\b[0-9A-F]{6,}\b"), "<qid>"),
+    (re.compile(r"\d+"), "N"),
+]
+
+
+def shape_of(text: str) -> str:
+    """A line with addresses, IDs and numbers masked: what ``check`` groups unparsed lines by."""
+    text = text[:160]
+    for pattern, mask in _MASKS:
+        text = pattern.sub(mask, text)
+    return text
+
+
+@dataclass(slots=True)
+class Counters:
+    lines: int = 0
+    parsed: int = 0
+    foreign: int = 0
+    unparsed: int = 0
+    unframed: int = 0
+    connections: int = 0
+    messages: int = 0
+    deliveries: int = 0
+    rejected: int = 0
+    by_program: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # [parsed, unparsed]
+    shapes: dict[str, list] = field(default_factory=dict)  # shape -> [count, example]
+    first_ns: int | None = None
+    last_ns: int | None = None
+
+    def note_shape(self, text: str) -> None:
+        shape = shape_of(text)
+        entry = self.shapes.get(shape)
+        if entry is not None:
+            entry[0] += 1
+        elif len(self.shapes) < _MAX_SHAPES:
+            self.shapes[shape] = [1, text[:300]]
+
+
+class Pipeline:
+    """Feeds records through grammars and correlators, and their outputs to the sinks."""
+
+    def __init__(self, settings: Settings, span_sink: Sink, metric_sink: Sink, *,
+                 correlate: CorrelateSettings | None = None, fast: bool = True,
+                 grammars_dir: str | None = None, collect_shapes: bool = False) -> None:
+        self.settings = settings
+        self.span_sink, self.metric_sink = span_sink, metric_sink
+        self.traces_on = settings.traces.exporter != "none" or isinstance(span_sink, _Collecting)
+        self.metrics_on = settings.metrics.exporter != "none" or isinstance(metric_sink, _Collecting)
+        self.counters = Counters()
+        self.collect_shapes = collect_shapes
+        extra = mtas.user_grammar_modules(grammars_dir)
+        self.stages: dict[str, tuple[Grammar, Correlator]] = {}
+        for name in mtas.available():
+            if settings.mta in ("auto", name):
+                self.stages[name] = mtas.load(name, correlate or CorrelateSettings(), fast=fast,
+                                              extra=extra.get(name))
+        self.aggregator = Aggregator(settings.export_interval_ms * 1_000_000, settings.metric_namespace,
+                                     settings.delta)
+        self._next_bucket: int | None = None
+        self._seen_sources: set[tuple[str, str]] = set()
+        self._pending_spans: list = []
+
+    # --- per line ----------------------------------------------------------------------
+
+    def unframed(self, text: str) -> None:
+        c = self.counters
+        c.lines += 1
+        c.unparsed += 1
+        c.unframed += 1
+        key = ("?", "(no envelope)")
+        c.by_program.setdefault(key, [0, 0])[1] += 1
+        if self.collect_shapes:
+            c.note_shape(text)
+
+    def feed(self, rec: Record) -> None:
+        c = self.counters
+        c.lines += 1
+        mta = mtas.detect(rec)
+        stage = self.stages.get(mta) if mta else None
+        if stage is None:
+            c.foreign += 1
+            return
+        ts = rec.ts_ns
+        if c.first_ns is None:
+            c.first_ns = ts
+        if c.last_ns is None or ts > c.last_ns:
+            c.last_ns = ts
+        if (rec.host, mta) not in self._seen_sources:
+            self._seen_sources.add((rec.host, mta))
+            self.aggregator.source(rec.host, mta)
+        grammar, correlator = stage
+        ev = grammar.parse(rec)
+        key = (mta, rec.program)
+        counts = c.by_program.get(key)
+        if counts is None:
+            counts = c.by_program[key] = [0, 0] if len(c.by_program) < 1000 else [0, 0]
+        if ev is None:
+            c.unparsed += 1
+            counts[1] += 1
+            if self.collect_shapes:
+                c.note_shape(f"{rec.program}: {rec.message}")
+            return
+        c.parsed += 1
+        counts[0] += 1
+        outs = correlator.feed(ev)
+        if outs:
+            self._outputs(outs)
+        if self.metrics_on:
+            nb = self._next_bucket
+            if nb is None or ts >= nb:
+                self._advance(ts)
+
+    # --- outputs -------------------------------------------------------------------------
+
+    def _outputs(self, outs: Iterable[Output]) -> None:
+        c = self.counters
+        spans = self._pending_spans
+        agg = self.aggregator if self.metrics_on else None
+        for o in outs:
+            if isinstance(o, Connection):
+                c.connections += 1
+                if self.traces_on:
+                    spans.append(connection_span(o))
+                if agg:
+                    agg.connection(o)
+            elif isinstance(o, Delivery):
+                c.deliveries += 1
+                if self.traces_on:
+                    spans.append(delivery_span(o))
+                if agg:
+                    agg.delivery(o)
+            elif isinstance(o, Count):
+                if o.result == "queued":
+                    c.messages += 1
+                elif o.result == "rejected":
+                    c.rejected += 1
+                if agg:
+                    agg.count(o)
+            elif isinstance(o, MessageDone):
+                if spans:
+                    self._flush_spans()
+                self.span_sink.hint(o)
+        if len(spans) >= 256:
+            self._flush_spans()
+
+    def _flush_spans(self) -> None:
+        if self._pending_spans:
+            spans, self._pending_spans = self._pending_spans, []
+            self.span_sink.spans(spans)
+
+    def _advance(self, ts: int) -> None:
+        data = self.aggregator.advance(ts)
+        self._next_bucket = self.aggregator.bucket_end
+        if data:
+            self._flush_spans()  # spans first: a metric point never describes an unsent span
+            self.metric_sink.metrics(data)
+
+    def tick(self, now_ns: int) -> None:
+        """Log time moved on without a line (live mode): emit what became due."""
+        for _, correlator in self.stages.values():
+            outs = correlator.tick(now_ns)
+            if outs:
+                self._outputs(outs)
+        if self.metrics_on:
+            self._advance(now_ns)
+        self._flush_spans()
+
+    def finish(self) -> None:
+        """End of input: open sessions end as ERROR "log ended", the last metric interval closes."""
+        for _, correlator in self.stages.values():
+            outs = correlator.finish()
+            if outs:
+                self._outputs(outs)
+        self._flush_spans()
+        if self.metrics_on and self.counters.last_ns is not None:
+            data = self.aggregator.close(self.counters.last_ns)
+            if data:
+                self.metric_sink.metrics(data)
+
+    def open_counts(self) -> dict[str, dict[str, int]]:
+        return {name: corr.open_counts() for name, (_, corr) in self.stages.items()}
+
+    def correlator_stats(self) -> dict[str, dict[str, int]]:
+        return {name: dict(corr.stats.counts) for name, (_, corr) in self.stages.items()}
+
+
+class _Collecting:
+    """Marker for sinks that collect data in memory (tests, ``check``): always built."""
+
+
+def default_host(settings: Settings) -> str:
+    return settings.hostname or socket.gethostname().split(".")[0]
+
+
+def stream_records(paths: list[str], index: int, settings: Settings, pipeline: Pipeline,
+                   stats: SourceStats, on_line: Callable[[], None] | None = None) -> Iterator[Record]:
+    """One rotated set, oldest file first, framed; lines without an envelope are counted."""
+    clock = LocalClock(settings.timezone)
+    if settings.year is not None:
+        year = YearGuess(settings.year, ref_month=12)
+    else:
+        mtime = first_mtime(paths)
+        ref = dt.datetime.fromtimestamp(mtime if mtime is not None else time.time(), clock.tz)
+        year = YearGuess(ref.year, ref_month=ref.month)
+    framer = Framer(stream=index, clock=clock, year=year, default_host=default_host(settings))
+    for path in paths:
+        for text, offset in read_lines(path, stats):
+            rec = framer.frame(text, offset)
+            if rec is None:
+                pipeline.unframed(text)
+                continue
+            yield rec
+
+
+def backfill_records(paths: list[str], settings: Settings, pipeline: Pipeline,
+                     stats: SourceStats) -> Iterator[Record]:
+    """All streams, merged by time when there are several (one trace across hops)."""
+    streams = group_streams(paths)
+    gens = [stream_records(s, i, settings, pipeline, stats) for i, s in enumerate(streams)]
+    if len(gens) == 1:
+        return gens[0]
+    return heapq.merge(*gens, key=lambda r: r.ts_ns)
