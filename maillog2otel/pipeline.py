@@ -209,6 +209,25 @@ class Pipeline:
             if data:
                 self.metric_sink.metrics(data)
 
+    def save_state(self) -> dict:
+        """The whole correlation and metric state, JSON-able: what ``tail`` saves with its offsets
+        (after the sinks accepted everything emitted so far) so a restart continues exactly here."""
+        self._flush_spans()
+        return {"version": 1,
+                "correlators": {name: corr.save_state() for name, (_, corr) in self.stages.items()},
+                "aggregator": self.aggregator.save_state(), "next_bucket": self._next_bucket,
+                "sources": [list(x) for x in sorted(self._seen_sources)]}
+
+    def load_state(self, state: dict) -> None:
+        if state.get("version") != 1:
+            raise ValueError(f"unsupported state version {state.get('version')!r}")
+        for name, corr_state in state.get("correlators", {}).items():
+            if name in self.stages:
+                self.stages[name][1].load_state(corr_state)
+        self.aggregator.load_state(state.get("aggregator", {}))
+        self._next_bucket = state.get("next_bucket")
+        self._seen_sources = {tuple(x) for x in state.get("sources", [])}  # type: ignore[misc]
+
     def open_counts(self) -> dict[str, dict[str, int]]:
         return {name: corr.open_counts() for name, (_, corr) in self.stages.items()}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from maillog2otel.records import Event, Output
 
@@ -40,6 +40,9 @@ class Correlator(Protocol):
     def tick(self, now_ns: int) -> list[Output]: ...
     def finish(self) -> list[Output]: ...
     def open_counts(self) -> dict[str, int]: ...
+    def oldest_open_ns(self) -> int | None: ...
+    def save_state(self) -> dict[str, Any]: ...
+    def load_state(self, state: dict[str, Any]) -> None: ...
 
 
 K = TypeVar("K")
@@ -108,3 +111,6 @@ class Grace(Generic[V]):
 
     def items(self) -> list[V]:
         return [v for _, v in self._q]
+
+    def entries(self) -> list[tuple[int, V]]:
+        return list(self._q)

@@ -141,6 +141,43 @@ class PostfixCorrelator:
     def open_counts(self) -> dict[str, int]:
         return {"sessions": len(self.sessions), "messages": len(self.messages)}
 
+    def oldest_open_ns(self) -> int | None:
+        """Log time of the oldest open session's first line (state size and lag reports)."""
+        s = self.sessions.oldest()
+        return s.start_ns if s is not None else None
+
+    # --- state across restarts (tail) ------------------------------------------------------
+
+    def save_state(self) -> dict[str, Any]:
+        """Everything needed to continue after a restart, as JSON-able data."""
+        return {
+            "now_ns": self.now_ns,
+            "sessions": [_session_state(s) for s in self.sessions.values()],
+            "closing": [[due, _session_state(s)] for due, s in self.closing.entries()],
+            "messages": [_message_state(m) for m in self.messages.values()],
+            "stats": dict(self.stats.counts),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.now_ns = state.get("now_ns", 0)
+        self.stats.counts.update(state.get("stats", {}))
+        by_key: dict[tuple[str, str, int], Session] = {}
+        for raw in state.get("sessions", []):
+            sess = _session_from(raw)
+            self.sessions.put(sess.key, sess)
+            by_key[sess.key] = sess
+        for due, raw in state.get("closing", []):
+            sess = _session_from(raw)
+            self.closing.push(due, sess)
+            by_key[sess.key] = sess
+        for raw in state.get("messages", []):
+            msg = _message_from(raw)
+            skey = raw.get("session")
+            if skey is not None and (sess := by_key.get(tuple(skey))) is not None:  # type: ignore[arg-type]
+                msg.session = sess
+                sess.messages.append(msg)
+            self.messages.put(msg.key, msg)
+
     # --- smtpd sessions --------------------------------------------------------------------
 
     def _skey(self, ev: Event) -> tuple[str, str, int]:
@@ -508,6 +545,42 @@ class PostfixCorrelator:
         host = s.key[0]
         return Connection(MTA, host, s.trace_id, s.span_id, s.start_ns, max(s.end_ns, s.start_ns), s.attrs,
                           events, s.error, commands)
+
+
+def _events_state(events: list[SpanEvent]) -> list[list[Any]]:
+    return [[e.name, e.ts_ns, e.attrs] for e in events]
+
+
+def _session_state(s: Session) -> dict[str, Any]:
+    return {"key": list(s.key), "trace_id": s.trace_id.hex(), "span_id": s.span_id.hex(), "start_ns": s.start_ns,
+            "last_ns": s.last_ns, "attrs": s.attrs, "events": _events_state(s.events), "error": s.error,
+            "end_ns": s.end_ns, "counts": s.counts, "helo": s.helo, "tls_ns": s.tls_ns}
+
+
+def _session_from(d: dict[str, Any]) -> Session:
+    return Session(tuple(d["key"]), bytes.fromhex(d["trace_id"]), bytes.fromhex(d["span_id"]),  # type: ignore[arg-type]
+                   d["start_ns"], d["last_ns"], d["attrs"], [SpanEvent(*e) for e in d["events"]], d["error"],
+                   d["end_ns"], d["counts"], [], d["helo"], d["tls_ns"])
+
+
+_MESSAGE_FIELDS = ("first_ns", "last_ns", "origin", "client_ns", "data_ns", "message_id", "mail_from", "size",
+                   "nrcpt", "queued_ns", "rejected", "parent_queue_id", "rcpts", "attempts")
+
+
+def _message_state(m: Message) -> dict[str, Any]:
+    d = {f: getattr(m, f) for f in _MESSAGE_FIELDS}
+    d.update(key=list(m.key), trace_id=m.trace_id.hex(),
+             parent_span_id=m.parent_span_id.hex() if m.parent_span_id else None,
+             session=list(m.session.key) if m.session is not None else None)
+    return d
+
+
+def _message_from(d: dict[str, Any]) -> Message:
+    m = Message(tuple(d["key"]), bytes.fromhex(d["trace_id"]),  # type: ignore[arg-type]
+                bytes.fromhex(d["parent_span_id"]) if d["parent_span_id"] else None, d["first_ns"], d["last_ns"])
+    for f in _MESSAGE_FIELDS:
+        setattr(m, f, d[f])
+    return m
 
 
 def _ok(value: str | None) -> int:

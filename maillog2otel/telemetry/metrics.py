@@ -149,6 +149,26 @@ class Aggregator:
     def source(self, host: str, mta: str) -> None:
         self.sources.add((host, mta))
 
+    # --- state across restarts: series continue without a reset --------------------------
+
+    def save_state(self) -> dict[str, Any]:
+        return {"bucket_end": self.bucket_end, "overflow": self.overflow,
+                "sources": [list(x) for x in sorted(self.sources)],
+                "series": [[list(k), s.start_ns, s.value, s.counts, s.total,
+                            None if s.minimum == float("inf") else s.minimum,
+                            None if s.maximum == float("-inf") else s.maximum,
+                            list(s.last_emitted) if s.last_emitted else None]
+                           for k, s in self.series.items()]}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.bucket_end = state.get("bucket_end")
+        self.overflow = state.get("overflow", 0)
+        self.sources = {tuple(x) for x in state.get("sources", [])}  # type: ignore[misc]
+        for key, start, value, counts, total, lo, hi, last in state.get("series", []):
+            self.series[tuple(key)] = Series(  # type: ignore[index]
+                start, value, counts, total, float("inf") if lo is None else lo,
+                float("-inf") if hi is None else hi, tuple(last) if last else None)  # type: ignore[arg-type]
+
     # --- log time ----------------------------------------------------------------------
 
     def advance(self, now_ns: int) -> list[MetricData]:
