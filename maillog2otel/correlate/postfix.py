@@ -31,6 +31,11 @@ _COMMANDS = ("helo", "ehlo", "xclient", "xforward", "starttls", "auth", "mail", 
              "rset", "noop", "vrfy", "etrn", "quit", "help", "unknown")
 
 
+_ORDER = {"smtp.helo": 0, "smtp.ehlo": 0, "smtp.starttls": 1, "smtp.mail": 2, "smtp.rcpt": 3, "smtp.reject": 3,
+          "smtp.data": 4, "smtp.content_action": 4, "smtp.queue_ok": 5, "smtp.reset_transaction": 6,
+          "smtp.abort": 7}
+
+
 def next_hop_queue_id(text: str) -> str | None:
     m = NEXT_HOP_ID.search(text)
     return (m["pf"] or m["exim"] or m["haraka"]) if m else None
@@ -51,6 +56,7 @@ class Session:
     messages: list[Message] = field(default_factory=list)
     helo: str | None = None
     tls_ns: int | None = None
+    sender: str | None = None  # MAIL FROM seen in a reject line's from=<…>
 
 
 @dataclass(slots=True)
@@ -271,6 +277,8 @@ class PostfixCorrelator:
             return
         if "helo" in tail:
             sess.helo = tail["helo"]
+        if "from" in tail:
+            sess.sender = tail["from"]
         attrs: dict[str, Any] = {"smtp.reject.action": action, "smtp.reject.stage": stage,
                                  "smtp.reject.reason": f.get("reply_text", "")}
         if "reply_code" in f:
@@ -496,37 +504,41 @@ class PostfixCorrelator:
             s.attrs["smtp.commands"] = int(total or ok)
             s.attrs["smtp.commands.ok"] = int(ok)
         inferred = {"smtp.event.inferred": True}
+        last_ns = s.end_ns or s.last_ns
         for verb in ("ehlo", "helo"):
-            n_ok = _ok(counts.get(verb))
             already = sum(1 for e in events if e.name == f"smtp.{verb}")
-            for i in range(max(0, n_ok - already)):
-                at = s.tls_ns if (i and s.tls_ns) else s.start_ns
+            for i in range(max(0, _ok(counts.get(verb)) - already)):
                 attrs = dict(inferred)
                 if s.helo:
                     attrs["smtp.helo_host"] = s.helo
-                events.append(SpanEvent(f"smtp.{verb}", at, attrs))
+                events.append(SpanEvent(f"smtp.{verb}", s.tls_ns if (i and s.tls_ns) else s.start_ns, attrs))
         if s.helo:
             s.attrs["smtp.helo_host"] = s.helo
+        # Accepted MAIL, RCPT and DATA: one event per command the summary counts as accepted, with
+        # the addresses later lines proved (qmgr from=, delivery to=) where a message carries them.
+        mails: list[SpanEvent] = []
+        rcpts: list[SpanEvent] = []
+        datas: list[SpanEvent] = []
         transactions = 0
         for msg in s.messages:
             at = msg.client_ns or s.start_ns
-            mail = {**inferred}
+            mail = dict(inferred)
             if msg.mail_from is not None:
                 mail["smtp.mail_from"] = msg.mail_from
-            events.append(SpanEvent("smtp.mail", at, mail))
+            mails.append(SpanEvent("smtp.mail", at, mail))
             known = list(msg.rcpts)
             for i in range(max(msg.nrcpt or 0, len(known))):
                 rcpt = {**inferred, "smtp.rcpt.accepted": True, "smtp.response.code": 250}
                 if i < len(known):
                     rcpt["smtp.rcpt_to"] = known[i]
-                events.append(SpanEvent("smtp.rcpt", at, rcpt))
+                rcpts.append(SpanEvent("smtp.rcpt", at, rcpt))
             if msg.data_ns is not None:
-                data: dict[str, Any] = {"smtp.queue_id": msg.key[2]}
+                data: dict[str, Any] = {**inferred, "smtp.queue_id": msg.key[2]}
                 if msg.message_id is not None:
                     data["smtp.message_id"] = msg.message_id
                 if msg.size is not None:
                     data["smtp.message.size_bytes"] = msg.size
-                events.append(SpanEvent("smtp.data", msg.data_ns, data))
+                datas.append(SpanEvent("smtp.data", msg.data_ns, data))
             if msg.queued_ns is not None and not msg.rejected:
                 transactions += 1
                 events.append(SpanEvent("smtp.queue_ok", msg.queued_ns, {
@@ -538,10 +550,22 @@ class PostfixCorrelator:
                 # rejected at end of DATA, or RSET after RCPT: this queue ID will get no more lines
                 # (no "removed" before Postfix 3.10), and short IDs get reused
                 self.messages.pop(msg.key)
+        if counts:
+            sender = {"smtp.mail_from": s.sender} if s.sender is not None else {}
+            for name, have, attrs in (("mail", mails, sender), ("rcpt", rcpts, {"smtp.rcpt.accepted": True}),
+                                      ("data", datas, {})):
+                for _ in range(_ok(counts.get(name)) - len(have)):
+                    have.append(SpanEvent(f"smtp.{name}", last_ns, {**inferred, **attrs}))
+            del mails[_ok(counts.get("mail")):]
+            del rcpts[_ok(counts.get("rcpt")):]
+            del datas[_ok(counts.get("data")):]
+        events += mails + rcpts + datas
         for _ in range(_ok(counts.get("rset"))):
-            events.append(SpanEvent("smtp.reset_transaction", s.end_ns or s.last_ns, dict(inferred)))
-        events.sort(key=lambda e: e.ts_ns)
-        s.attrs["smtp.transactions"] = transactions
+            events.append(SpanEvent("smtp.reset_transaction", last_ns, dict(inferred)))
+        # Lines have 1 s resolution at best: within a tick, keep SMTP's own order.
+        events.sort(key=lambda e: (e.ts_ns, _ORDER.get(e.name, 9)))
+        s.attrs["smtp.transactions"] = _ok(counts.get("mail")) if counts else transactions
+        s.attrs["smtp.messages_queued"] = transactions
         host = s.key[0]
         return Connection(MTA, host, s.trace_id, s.span_id, s.start_ns, max(s.end_ns, s.start_ns), s.attrs,
                           events, s.error, commands)
@@ -554,13 +578,13 @@ def _events_state(events: list[SpanEvent]) -> list[list[Any]]:
 def _session_state(s: Session) -> dict[str, Any]:
     return {"key": list(s.key), "trace_id": s.trace_id.hex(), "span_id": s.span_id.hex(), "start_ns": s.start_ns,
             "last_ns": s.last_ns, "attrs": s.attrs, "events": _events_state(s.events), "error": s.error,
-            "end_ns": s.end_ns, "counts": s.counts, "helo": s.helo, "tls_ns": s.tls_ns}
+            "end_ns": s.end_ns, "counts": s.counts, "helo": s.helo, "tls_ns": s.tls_ns, "sender": s.sender}
 
 
 def _session_from(d: dict[str, Any]) -> Session:
     return Session(tuple(d["key"]), bytes.fromhex(d["trace_id"]), bytes.fromhex(d["span_id"]),  # type: ignore[arg-type]
                    d["start_ns"], d["last_ns"], d["attrs"], [SpanEvent(*e) for e in d["events"]], d["error"],
-                   d["end_ns"], d["counts"], [], d["helo"], d["tls_ns"])
+                   d["end_ns"], d["counts"], [], d["helo"], d["tls_ns"], d.get("sender"))
 
 
 _MESSAGE_FIELDS = ("first_ns", "last_ns", "origin", "client_ns", "data_ns", "message_id", "mail_from", "size",

@@ -64,7 +64,7 @@ class ConsoleSpans:
             if t.messages_done and t.deliveries and all(d.parent_span_id is None for d in t.deliveries):
                 self._print(self.held.pop(tid))
             return
-        if t.messages_done >= int(c.attrs.get("smtp.transactions", 0)):
+        if t.messages_done >= sum(1 for e in c.events if e.name == "smtp.queue_ok"):
             self._print(self.held.pop(tid))
 
     def metrics(self, data: list[MetricData]) -> None:  # pragma: no cover - a spans-only sink

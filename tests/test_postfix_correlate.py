@@ -1,0 +1,176 @@
+"""Reconstructed Postfix sessions against what the clients really did (fixtures' truth files), and
+metric totals against pflogsumm's grand totals on the same logs."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from maillog2otel.records import SpanData
+from maillog2otel.testing import Result, run_pipeline
+
+FIX = Path(__file__).resolve().parent.parent / "fixtures" / "postfix"
+SETS = sorted(p.stem for p in FIX.glob("*.log"))
+NS = 1_000_000_000
+
+
+def load(name: str) -> tuple[Result, dict]:
+    return run_pipeline([str(FIX / f"{name}.log")], timezone="UTC"), json.loads((FIX / f"{name}.truth.json").read_text())
+
+
+def pair(result: Result, truth: dict) -> list[tuple[dict, SpanData]]:
+    """Truth connections and spans in time order, one to one."""
+    spans = sorted(result.connections(), key=lambda s: s.start_ns)
+    conns = sorted(truth["connections"], key=lambda c: c["start_unix"])
+    assert len(spans) == len(conns)
+    return list(zip(conns, spans, strict=True))
+
+
+def events(span: SpanData, name: str) -> list[dict]:
+    return [e.attrs for e in span.events if e.name == name]
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_every_connection_matches_the_client(name: str) -> None:
+    result, truth = load(name)
+    port_logging = truth["settings"].get("smtpd_client_port_logging", "yes") == "yes"
+    for conn, span in pair(result, truth):
+        label = conn["name"]
+        assert span.attrs["client.address"] == conn["client_address"], label
+        if port_logging:
+            assert span.attrs["client.port"] == conn["client_port"], label
+        else:
+            assert "client.port" not in span.attrs, label
+        # 1 s log resolution: the span lies within the second the client saw
+        assert abs(span.start_ns / NS - conn["start_unix"]) < 1.0, label
+        assert abs(span.end_ns / NS - conn["end_unix"]) < 1.0, label
+        assert (span.status_error is not None) == (conn["end"] == "drop"), label
+        assert bool(span.attrs.get("smtp.tls")) == conn["tls"], label
+        if "smtp.helo_host" in span.attrs:
+            assert span.attrs["smtp.helo_host"] == conn["helo"], label
+        txns = conn["transactions"]
+        queued = [t["queue_id"] for t in txns if t["data_code"] == 250]
+        assert [e["smtp.queue_id"] for e in events(span, "smtp.queue_ok")] == queued, label
+        assert len(events(span, "smtp.mail")) == sum(1 for t in txns if t["mail_code"] == 250), label
+        accepted = [r["to"] for t in txns for r in t["rcpts"] if r["code"] < 300]
+        rejected = sorted(r["code"] for t in txns for r in t["rcpts"] if r["code"] >= 400)
+        rcpt_events = events(span, "smtp.rcpt")
+        assert sum(1 for e in rcpt_events if e["smtp.rcpt.accepted"]) == len(accepted), label
+        assert sorted(e["smtp.response.code"] for e in rcpt_events if not e["smtp.rcpt.accepted"]) == rejected
+        named = [e["smtp.rcpt_to"] for e in rcpt_events if e["smtp.rcpt.accepted"] and "smtp.rcpt_to" in e]
+        assert set(named) <= set(accepted), label
+        for t in txns:
+            if t["data_code"] == 250:
+                froms = [e.get("smtp.mail_from") for e in events(span, "smtp.mail")]
+                assert t["mail_from"] in froms, label
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_every_proven_outcome_is_a_delivery_span_in_the_connections_trace(name: str) -> None:
+    result, truth = load(name)
+    by_qid = {}
+    for span in result.connections():
+        for e in events(span, "smtp.queue_ok"):
+            by_qid[e["smtp.queue_id"]] = span
+    deliveries: dict[tuple[str, str], list[SpanData]] = {}
+    for d in result.deliveries():
+        deliveries.setdefault((d.attrs["smtp.queue_id"], d.attrs["smtp.rcpt_to"]), []).append(d)
+    for qid, outcomes in truth["outcomes"].items():
+        for o in outcomes:
+            attempts = sorted(deliveries[(qid, o["to"])], key=lambda d: d.end_ns)
+            # the truth files know delivered/deferred/bounced; an expired message was bounced to its sender
+            final = attempts[-1].attrs["smtp.result"]
+            assert {"expired": "bounced"}.get(final, final) == o["result"], (qid, o)
+            conn = by_qid.get(qid)
+            for d in attempts:  # retries hours later stay in the same trace, children of the connection
+                parent_qid = d.attrs.get("smtp.parent_queue_id")
+                if conn is not None:
+                    assert (d.trace_id, d.parent_span_id) == (conn.trace_id, conn.span_id)
+                elif parent_qid in by_qid:  # a bounce or delay notice: in its parent message's trace
+                    assert (d.trace_id, d.parent_span_id) == (by_qid[parent_qid].trace_id, by_qid[parent_qid].span_id)
+                else:  # local submission: a root span of the message's own trace
+                    assert d.parent_span_id is None and d.trace_id == attempts[0].trace_id
+            assert (attempts[-1].status_error is not None) == (o["result"] in ("bounced", "expired"))
+
+
+def test_non_delivery_notice_joins_its_parents_trace() -> None:
+    result, _ = load("port-logging")
+    bounced = next(d for d in result.deliveries() if d.attrs["smtp.result"] == "bounced")
+    notice = [d for d in result.deliveries() if d.attrs.get("smtp.parent_queue_id") == bounced.attrs["smtp.queue_id"]]
+    assert notice and all(d.trace_id == bounced.trace_id for d in notice)
+    assert notice[0].attrs["smtp.message.origin"] == "bounce" and notice[0].attrs["smtp.mail_from"] == ""
+
+
+def test_expired_message_ends_its_deferred_recipient() -> None:
+    result, _ = load("expiry")
+    results = [d.attrs["smtp.result"] for d in sorted(result.deliveries(), key=lambda d: d.end_ns)
+               if d.attrs["smtp.rcpt_to"] == "mona@defer.test"]
+    assert results == ["deferred"] * 4 + ["expired"]
+
+
+def test_long_queue_ids_correlate() -> None:
+    result, truth = load("long-queue-ids")
+    assert {d.attrs["smtp.queue_id"] for d in result.deliveries()} == set(truth["outcomes"])
+
+
+def _pflogsumm_totals(name: str) -> dict[str, int]:
+    text = (FIX / f"{name}.pflogsumm.txt").read_text()
+    grab = {k: int(re.search(rf"^\s*(\d+)\s+{k}", text, re.M)[1]) for k in ("delivered", "bounced", "rejected")}
+    deferrals = re.search(r"deferred\s+\((\d+)\s+deferrals\)", text)
+    grab["deferred"] = int(deferrals[1]) if deferrals else 0
+    return grab
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_metric_totals_reconcile_with_pflogsumm(name: str) -> None:
+    """delivered and bounced per recipient, deferred per attempt, rejected per rejection, as pflogsumm."""
+    result, _ = load(name)
+    ours = {k: result.metric_total("postfix.messages", {"smtp.result": k}) for k in
+            ("delivered", "bounced", "rejected", "deferred")}
+    assert ours == _pflogsumm_totals(name)
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_connections_and_sizes(name: str) -> None:
+    result, truth = load(name)
+    assert result.metric_total("postfix.connections") == len(truth["connections"])
+    queued = result.metric_total("postfix.messages", {"smtp.result": "queued"})
+    assert result.metric_total("postfix.message.size") == queued
+    ehlo = sum(1 for c in truth["connections"] if c["helo_verb"] == "EHLO")
+    assert result.metric_total("postfix.hook.total", {"postfix.hook": "connect"}) == len(truth["connections"])
+    assert result.metric_total("postfix.hook.total", {"postfix.hook": "ehlo"}) >= ehlo
+
+
+def test_ids_are_a_function_of_the_log() -> None:
+    a, _ = load("port-logging")
+    b, _ = load("port-logging")
+    assert [(s.trace_id, s.span_id) for s in a.spans] == [(s.trace_id, s.span_id) for s in b.spans]
+    assert len({s.span_id for s in a.spans}) == len(a.spans)
+
+
+def test_open_sessions_at_the_end_are_errors(tmp_path: Path) -> None:
+    """A log cut mid-session: the connection is still emitted, as ERROR "log ended"."""
+    lines = (FIX / "port-logging.log").read_text().splitlines()
+    cut = next(i for i, line in enumerate(lines) if "connect from unknown[127.0.0.4]" in line) + 2
+    (tmp_path / "cut.log").write_text("\n".join(lines[:cut]) + "\n")
+    result = run_pipeline([str(tmp_path / "cut.log")], timezone="UTC")
+    last = [s for s in result.connections() if s.attrs["client.address"] == "127.0.0.4"]
+    assert len(last) == 1 and last[0].status_error == "log ended"
+
+
+def test_rotation_order_and_straddling_mail(tmp_path: Path) -> None:
+    """A rotated set given in any order is one stream: a message split across files stays whole."""
+    import gzip
+
+    lines = (FIX / "port-logging.log").read_text().splitlines(keepends=True)
+    thirds = [lines[:40], lines[40:75], lines[75:]]
+    with gzip.open(tmp_path / "mail.log.2.gz", "wt") as fh:
+        fh.writelines(thirds[0])
+    (tmp_path / "mail.log.1").write_text("".join(thirds[1]))
+    (tmp_path / "mail.log").write_text("".join(thirds[2]))
+    whole = run_pipeline([str(FIX / "port-logging.log")], timezone="UTC")
+    split = run_pipeline([str(tmp_path / n) for n in ("mail.log", "mail.log.2.gz", "mail.log.1")], timezone="UTC")
+    assert [(s.span_id, s.end_ns, s.attrs) for s in split.spans] == [(s.span_id, s.end_ns, s.attrs) for s in whole.spans]
