@@ -135,12 +135,17 @@ class Rule:
     converters: dict[str, Converter] = field(default_factory=dict, repr=False)
     group_names: dict[str, str] = field(default_factory=dict, repr=False)
 
+    _anchored: pp.ParserElement | None = field(default=None, repr=False)
+
     def __post_init__(self) -> None:
         self.expr = self.expr.copy().parse_with_tabs()
+        # parse_all=True would skip trailing whitespace before the end; re.fullmatch does not
+        self._anchored = pp.And([self.expr, pp.StringEnd().leave_whitespace()]).leave_whitespace()
+        self._anchored.parse_with_tabs()
         self.converters = _collect_converters(self.expr)
         try:
             pattern, self.group_names = compile_rule(self.expr)
-            self.regex = re.compile(pattern, re.DOTALL)
+            self.regex = re.compile(pattern)  # the flags pyparsing gives its Regex leaves: none
         except NotImplementedError:
             self.regex = None  # pyparsing serves this rule on the slow path
 
@@ -162,7 +167,7 @@ class Rule:
     def parse_slow(self, text: str) -> dict[str, Any] | None:
         """pyparsing itself: the reference the fast path must agree with."""
         try:
-            res = self.expr.parse_string(text, parse_all=True)
+            res = self._anchored.parse_string(text)  # type: ignore[union-attr]
         except pp.ParseBaseException:
             return None
         out: dict[str, Any] = {}
