@@ -45,6 +45,9 @@ NamespaceOpt = Annotated[str | None, typer.Option("--metric-namespace", help="Me
                                                      "(default: the MTA's name: postfix.connections …).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")]
 GrammarsOpt = Annotated[Path | None, typer.Option("--grammars", help="Directory of extra grammar files.")]
+RetryOpt = Annotated[float | None, typer.Option(
+    "--retry-for", help="Seconds to keep retrying a batch the collector refuses before giving up (exit 1).",
+    envvar="MAILLOG2OTEL_RETRY_BUDGET_S")]
 
 
 def _version(value: bool) -> None:
@@ -80,6 +83,7 @@ def backfill(
     config: ConfigOpt = None, traces: TracesOpt = None, metrics: MetricsOpt = None,
     exporter: ExporterOpt = None, endpoint: EndpointOpt = None, service_name: ServiceOpt = None,
     metric_namespace: NamespaceOpt = None, quiet: QuietOpt = False, grammars: GrammarsOpt = None,
+    retry_for: RetryOpt = None,
 ) -> None:
     """Read logs to the end and export their traces and metrics with the logs' own timestamps.
 
@@ -96,7 +100,7 @@ def backfill(
     settings = _settings(config_path=str(config) if config else None, mta=mta, year=year, timezone=timezone,
                          hostname=hostname, traces=traces, metrics=metrics, exporter=exporter,
                          endpoint=endpoint, service_name=service_name, metric_namespace=metric_namespace,
-                         quiet=quiet)
+                         quiet=quiet, retry_budget_s=retry_for)
     code = run_backfill(paths, settings, grammars_dir=str(grammars) if grammars else None)
     raise typer.Exit(code)
 

@@ -197,6 +197,14 @@ def build_settings(*, env: Mapping[str, str] | None = None, config_path: str | N
     if interval_ms < 1000:
         raise ConfigError("export_interval_ms must be at least 1000")
     temporality = env.get(OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE, "cumulative").strip().lower()
+    zone = timezone or ini_get("main", "timezone")
+    if zone:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(zone)
+        except (ValueError, OSError, KeyError):
+            raise ConfigError(f"unknown time zone {zone!r} (use an IANA name such as Europe/Berlin or UTC)") from None
     if mta not in ("auto", "postfix", "exim", "haraka"):
         raise ConfigError(f"unknown MTA {mta!r} (use auto, postfix, exim or haraka)")
     return Settings(
