@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite, with everything it needs installed first (Debian 12, as root):
+#   real Postfix, Exim and Haraka for the live-MTA tests, journald tools, the package itself.
+# Usage: bash tests/run.sh [pytest arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt_pkgs=(systemd systemd-journal-remote)
+    missing=()
+    for p in "${apt_pkgs[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    fi
+    bash fixtures/postfix/install.sh
+    bash fixtures/exim/install.sh
+    if command -v npm >/dev/null; then bash fixtures/haraka/install.sh; fi
+else
+    echo "tests/run.sh: not root on Debian: the live-MTA and journald tests will be skipped" >&2
+fi
+
+exec python3 -m pytest "$@"
