@@ -41,7 +41,10 @@ def detect(rec: Record) -> str | None:
 
 
 def available() -> list[str]:
-    return [name for name, (gmod, _) in REGISTRY.items() if importlib.util.find_spec(gmod) is not None]
+    """MTAs whose grammar and correlator are both installed."""
+    return [name for name, (gmod, cpath) in REGISTRY.items()
+            if importlib.util.find_spec(gmod) is not None
+            and importlib.util.find_spec(cpath.split(":")[0]) is not None]
 
 
 def user_grammar_modules(directory: str | None) -> dict[str, list[ModuleType]]:
