@@ -81,6 +81,35 @@ def _find_eximstats() -> str | None:
     return None
 
 
+def snapshot(rev: str) -> tuple[Path, str]:
+    """maillog2otel as committed at ``rev``, unpacked under benchmarks/out/ (``git archive``; the
+    repository is not touched), laid out so that ``PYTHONPATH=<dir>`` imports it instead of the
+    installed (editable, possibly being edited) tree. Returns (dir, short sha)."""
+    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", f"{rev}^{{commit}}"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    dest = OUT / f"src-{sha}"
+    if not (dest / "maillog2otel" / "__init__.py").exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        arch = subprocess.run(["git", "-C", str(ROOT), "archive", sha, "maillog2otel", "grammars"],
+                              capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=arch, check=True)
+    link = dest / "maillog2otel" / "grammars"  # setup.py maps grammars/ to maillog2otel.grammars
+    if not link.exists() and (dest / "grammars").is_dir():
+        link.symlink_to("../grammars")
+    return dest, sha
+
+
+def tree_state() -> str:
+    """'' when maillog2otel/ and grammars/ match HEAD, else a warning."""
+    r = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "maillog2otel", "grammars"],
+                       capture_output=True, text=True)
+    return (f"working tree differs from HEAD in {len(r.stdout.splitlines())} file(s) under maillog2otel/ or "
+            "grammars/ (use --rev HEAD to measure the committed code)") if r.stdout.strip() else ""
+
+
+M2O_ENV: dict[str, str] = {}  # PYTHONPATH for --rev
+
+
 def m2o_supports(mta: str) -> tuple[bool, str]:
     """Whether the installed maillog2otel has a grammar for this MTA (asked in a subprocess)."""
     code = ("import importlib.util, sys\n"
@@ -89,7 +118,8 @@ def m2o_supports(mta: str) -> tuple[bool, str]:
             f"gm = mtas.REGISTRY.get({mta!r}, (None,))[0]\n"
             "sys.exit(0 if gm and importlib.util.find_spec(gm) else 3)\n")
     try:
-        r = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60)
+        r = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, **M2O_ENV}, cwd="/")
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, f"cannot run {PY}: {exc}"
     if r.returncode == 0:
@@ -119,7 +149,8 @@ def tools_for(mta: str, path: Path, endpoint: str | None, year: int) -> list[Too
             tools.append(Tool(name, None, "the OTLP sink did not start (see above)", "m2o"))
         else:
             exp = ["--exporter", "otlp", "--endpoint", endpoint] if needs_sink else []
-            tools.append(Tool(name, [*m2o, *extra, *exp, str(path)], kind="m2o", needs_sink=needs_sink))
+            tools.append(Tool(name, [*m2o, *extra, *exp, str(path)], kind="m2o", needs_sink=needs_sink,
+                              extra_env=dict(M2O_ENV)))
     if mta == "postfix":
         pfl = shutil.which("pflogsumm")
         tools.append(Tool("pflogsumm", [pfl, str(path)] if pfl else None,
@@ -165,6 +196,17 @@ def _rss_kb(pid: int) -> int:
         return 0
 
 
+def _busy_s() -> float:
+    """CPU seconds the whole machine has spent busy (all cores), from /proc/stat."""
+    try:
+        with open("/proc/stat") as fh:
+            f = [int(x) for x in fh.readline().split()[1:]]
+        idle = f[3] + (f[4] if len(f) > 4 else 0)
+        return (sum(f[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def _cpu_s(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
@@ -194,6 +236,7 @@ class Run:
     rc: int | None = None
     error: str = ""
     sink_cpu_s: float = 0.0
+    others_cores: float = 0.0  # CPU used by other processes on the machine during the run, in cores
     received: dict = field(default_factory=dict)
     summary: str = ""
 
@@ -215,10 +258,11 @@ def measure(tool: Tool, lines: int, out_prefix: Path, timeout: float, sink: Sink
     sink_cpu0 = sink.cpu() if sink else 0.0
     peak_tree = 0
     stop = threading.Event()
+    busy0 = _busy_s()
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
-                                cwd=str(ROOT), start_new_session=True)
+                                cwd=str(OUT), start_new_session=True)  # not ROOT: -m would import ROOT/maillog2otel
 
         def sample():
             nonlocal peak_tree
@@ -253,6 +297,7 @@ def measure(tool: Tool, lines: int, out_prefix: Path, timeout: float, sink: Sink
     run.tree_rss_mb = max(peak_tree / 1024, run.peak_rss_mb)
     run.cpu_s = ru.ru_utime + ru.ru_stime
     run.lines_per_s = lines / wall if wall > 0 else 0.0
+    busy = _busy_s() - busy0
     if run.rc != 0:
         tail = stderr_path.read_text(errors="replace").strip().splitlines()[-3:]
         run.error = ("timeout" if run.rc == -signal.SIGKILL else f"exit {run.rc}") + (": " + " | ".join(tail)
@@ -261,6 +306,7 @@ def measure(tool: Tool, lines: int, out_prefix: Path, timeout: float, sink: Sink
         time.sleep(0.05)
         run.received = sink.stats(reset=True)
         run.sink_cpu_s = sink.cpu() - sink_cpu0
+    run.others_cores = max(0.0, (busy - run.cpu_s - run.sink_cpu_s) / wall) if wall > 0 else 0.0
     if tool.kind == "m2o":
         text = stderr_path.read_text(errors="replace")
         m = re.search(r"read:\s*([\d,]+) parsed, ([\d,]+) foreign, ([\d,]+) unparsed", text)
@@ -349,6 +395,8 @@ def table(mta: str, lines: int, tools: list[Tool], res: dict[str, Run], repeat: 
             continue
         cpu = 100 * r.cpu_s / r.wall_s if r.wall_s else 0
         note = []
+        if r.others_cores > 0.25:
+            note.append(f"others busy {r.others_cores:.1f} cores")
         if r.tree_rss_mb > 1.15 * r.peak_rss_mb:
             note.append(f"tree RSS {r.tree_rss_mb:.0f} MB")
         if t.needs_sink:
@@ -424,7 +472,8 @@ def versions(tools: list[Tool]) -> dict[str, str]:
             pass
     try:
         v["maillog2otel"] = subprocess.run([PY, "-m", "maillog2otel", "--version"], capture_output=True, text=True,
-                                           timeout=60).stdout.strip().split()[-1]
+                                           timeout=60, env={**os.environ, **M2O_ENV},
+                                           cwd="/").stdout.strip().split()[-1]
     except (OSError, IndexError, subprocess.TimeoutExpired):
         pass
     try:
@@ -432,6 +481,8 @@ def versions(tools: list[Tool]) -> dict[str, str]:
                                   text=True, timeout=10).stdout.strip()
     except OSError:
         pass
+    v["maillog2otel source"] = (f"git {M2O_ENV['M2O_REV']} (--rev, {M2O_ENV['PYTHONPATH']})" if M2O_ENV
+                                else "installed tree" + (" (DIRTY: " + tree_state() + ")" if tree_state() else ""))
     return v
 
 
@@ -453,8 +504,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=generate.DEFAULT_SEED)
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per tool run (then it is killed)")
     ap.add_argument("--json", type=Path, help="also write every result as JSON to this file")
+    ap.add_argument("--rev", help="measure maillog2otel as committed at this git revision (e.g. HEAD) rather "
+                    "than the installed working tree, which other people may be editing")
     ap.add_argument("--check-only", action="store_true", help="report what is installed and exit")
     a = ap.parse_args(argv)
+    if a.rev:
+        src, sha = snapshot(a.rev)
+        M2O_ENV.update({"PYTHONPATH": str(src), "M2O_REV": sha})
 
     mtas = ["postfix", "exim", "haraka"] if a.mta == "all" else a.mta.split(",")
     sizes = [int(float(x)) for x in a.sizes.split(",")] if a.sizes else [a.lines]
