@@ -1,0 +1,283 @@
+"""Exim: one rule per main-log (and reject-log) line shape, dispatched on the body's first word.
+
+``PREFIX`` splits off what may precede the body: Exim's own stamp and ``[pid]`` when the line came
+through syslog (``exim[123]: 2026-11-22 03:00:16.261 [10272] …``; a native line has them taken
+apart by framing) and the message ID in both formats (6-6-2 before 4.97, 6-11-4 from 4.97).
+Sample bodies (fixtures/exim/):
+
+    SMTP connection from [127.0.0.1]:34367 I=[127.0.0.1]:3525 (TCP/IP connection count = 1)
+    <= alice@local.test H=(trusted.client.test) [127.0.0.1]:35897 I=[127.0.0.1]:3525 P=esmtp S=605
+       RT=0.005s id=multi-recipient.1@client.test for bob@local.test dave@relay.test
+    => dave@relay.test R=sink_route T=remote_smtp S=625 H=127.0.0.1 [127.0.0.1] I=[127.0.0.1]
+       C="250 2.0.0 Ok: queued as SINK1000" QT=0.043s DT=0.010s
+    == tmp-harry@relay.test routing defer (-52) DT=0.000s: retry time not reached
+    H=(relay.client.test) [127.0.0.6]:57449 I=[127.0.0.1]:3525 F=<mallory@outside.test> rejected RCPT
+       <victim@relay.test>: relay not permitted
+    no MAIL in SMTP connection from (noop.client.test) [127.0.0.2]:39505 I=[127.0.0.1]:3525 D=0.200s
+       C=EHLO,QUIT
+
+Tagged fields (``H= I= P= S= X= C= DT= …``) are read by tag, not position: their order and set
+change with the version and ``log_selector``. A tag region is one leaf whose converter
+``tags`` turns it into a dict (``H``/``I`` taken apart, sizes as int, durations as seconds).
+Every leaf that could be backtracked into is an atomic group, so the compiled ``re`` and
+pyparsing (which never backtracks into a finished element) read a line the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .common import Rule, alt, as_int, lit, opt, rx, seq
+
+MTA = "exim"
+
+_B62 = "0-9A-Za-z"
+MSGID = rf"[{_B62}]{{6}}-(?:[{_B62}]{{11}}-[{_B62}]{{4}}|[{_B62}]{{6}}-[{_B62}]{{2}})"
+
+PREFIX = seq(
+    opt(rx(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{1,6})?(?: [+-]\d{4})? ", "exim_stamp")),
+    opt("[", rx(r"\d+", "exim_pid"), "] "),
+    opt(rx(MSGID, "msgid"), " "),
+)
+
+# --- tagged fields ------------------------------------------------------------------------------
+
+# H= value: [name ][DS ][(helo) ][ip][:port][*]. Only the last [ip] is Exim's own (the HELO is
+# the client's), so the helo may hold anything but ")" (host.c host_build_sender_fullhost).
+HOSTV = r"(?>(?:[^\s\[\]()]+ )?(?:DS )?(?:\([^)]*\) )?\[[^\]\s]*\](?::\d+)?\*?)"
+_VALUE = r'"(?:[^"\\]|\\.)*"|<[^>]*>|(?:[^\s:"]|:(?!\s|\Z))*'
+_BARE = r"(?:DS|K|L[-.*]?|PRDR|TFO\*?|ARC)(?=\s|\Z|:)"  # flags without "=" (spec "Log line flags")
+_TOKEN = rf"(?:H={HOSTV}|[A-Za-z][A-Za-z0-9]*\*?=(?:{_VALUE})|{_BARE})"
+TAGS = rf"(?>(?: {_TOKEN})*)"
+LEAD_TAGS = rf"(?>(?:DS )?{_TOKEN}(?: {_TOKEN})*)"  # host_and_ident(TRUE) and what follows it
+DURATION = r"(?>\d[\w.]*)"
+
+_TOKEN_RE = re.compile(rf" ?(?:H=(?P<host>{HOSTV})|(?P<key>[A-Za-z][A-Za-z0-9]*\*?)=(?P<value>{_VALUE})"
+                       rf"|(?P<bare>{_BARE}))")
+_HOST_RE = re.compile(r"(?:(?P<name>[^\s\[\]()]+) )?(?:DS )?(?:\((?P<helo>[^)]*)\) )?"
+                      r"\[(?P<address>[^\]\s]*)\](?::(?P<port>\d+))?(?P<reused>\*)?")
+_ADDR_PORT = re.compile(r"\[(?P<address>[^\]]*)\](?::(?P<port>\d+))?")
+_DUR_RE = re.compile(r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?")
+_INTS = {"S", "M8S"}
+_DURATIONS = {"D", "DT", "QT", "RT"}
+
+
+def seconds(text: str) -> float | None:
+    """``3m45s`` / ``0.149s`` / ``1d2h`` -> seconds; None for anything else (munged test logs)."""
+    m = _DUR_RE.fullmatch(text)
+    if m is None or not text:
+        return None
+    w, d, h, mi, s = m.groups()
+    return (int(w or 0) * 604800 + int(d or 0) * 86400 + int(h or 0) * 3600 + int(mi or 0) * 60
+            + float(s or 0))
+
+
+def host(text: str) -> dict[str, Any]:
+    """``name (helo) [ip]:port*`` -> its parts (absent ones left out)."""
+    m = _HOST_RE.fullmatch(text)
+    if m is None:  # pragma: no cover - the grammar only hands over text HOSTV matched
+        return {"raw": text}
+    out: dict[str, Any] = {"raw": text, "address": m["address"]}
+    if m["name"]:
+        out["name"] = m["name"]
+    if m["helo"] is not None:
+        out["helo"] = m["helo"]
+    if m["port"]:
+        out["port"] = int(m["port"])
+    if m["reused"]:
+        out["reused"] = True
+    return out
+
+
+def _interface(text: str) -> dict[str, Any]:
+    m = _ADDR_PORT.fullmatch(text)
+    if m is None:
+        return {"raw": text}
+    return {"address": m["address"], **({"port": int(m["port"])} if m["port"] else {})}
+
+
+def tags(text: str) -> dict[str, Any]:
+    """A tag region -> dict: quotes and angle brackets removed, ``H``/``I`` as dicts, ``S`` as int,
+    durations as seconds, bare flags as True. A repeated tag keeps its first value."""
+    out: dict[str, Any] = {}
+    for m in _TOKEN_RE.finditer(text):
+        if m["host"] is not None:
+            out.setdefault("H", host(m["host"]))
+            continue
+        if m["bare"] is not None:
+            out[m["bare"]] = True
+            continue
+        key, val = m["key"], m["value"]
+        if key in out:
+            continue
+        if val[:1] == '"':
+            val = re.sub(r"\\(.)", r"\1", val[1:-1])
+        elif val[:1] == "<" and val[-1:] == ">":
+            val = val[1:-1]
+        if key in _INTS and val.isdigit():
+            out[key] = int(val)
+        elif key in _DURATIONS:
+            out[key] = seconds(val)
+        elif key == "I":
+            out[key] = _interface(val)
+        else:
+            out[key] = val
+    return out
+
+
+def words(text: str) -> list[str]:
+    return text.split()
+
+
+def sender(text: str) -> str:
+    return "" if text == "<>" else text
+
+
+# --- shared pieces ---------------------------------------------------------------------------
+
+# Delivery addresses: a pipe command may hold spaces (it is always followed by its " <top address>");
+# ":blackhole:" keeps its colons; otherwise an address never ends in ":" (that starts the error).
+ADDRESS = rx(r"(?>\|.*?(?= [(<])|:blackhole:|\S*[^\s:])", "address")
+ADDRESS_PART = seq(ADDRESS, opt(" (", rx(r"[^)]*", "parent"), ")"), opt(" <", rx(r"[^>]*", "original"), ">"))
+HOST_OR_USER = alt(rx(HOSTV, "host", host), rx(r"[^\s\[(]\S*", "user"))
+VIA = opt(rx(r" \((?:via inetd|ODMR customer)\)", "via"))
+CONNECTION_FROM = seq("SMTP connection", opt(" Ci=", rx(r"\S+", "Ci")), " from ", HOST_OR_USER, VIA)
+LEAD = rx(LEAD_TAGS, "tags", tags)
+LEAD_OR_HOST = alt(LEAD, rx(HOSTV, "host", host))
+REST = rx(r".*", "reason")
+QUOTED_CMD = rx(r'"(?:[^"\\]|\\.)*"', "command")
+STAGE = rx(r'(?>after DATA(?: PRDR)?|during MIME ACL checks|connection in "connect" ACL|by non-SMTP ACL'
+           r'|by local_scan\(\)|EHLO or HELO|[A-Z]+)', "stage")
+
+
+def _tail_duration(name: str = "detail") -> Any:
+    """Free text that may end in `` D=<duration>`` (lost, timeouts): the text, then D= apart."""
+    return seq(rx(r"(?>.*?(?= D=\d[\w.]*\Z)|.*)", name), opt(" D=", rx(DURATION, "D", seconds)))
+
+
+# --- rules -------------------------------------------------------------------------------------
+
+RULES: list[Rule] = [
+    # --- message lines (the prefix held the message ID) ---------------------------------------
+    Rule("arrival", seq(rx(r"<=|\(=", "flag"), " ", rx(r"\S+", "sender", sender), rx(TAGS, "tags", tags),
+                        opt(" from <", rx(r"[^>]*", "raw_sender"), ">"),
+                        opt(" for ", rx(r".+", "rcpts", words))),
+         ("<=", "(=")),
+    Rule("delivery", seq(rx(r"=>|->|>>|\*>", "flag"), " ", ADDRESS_PART, rx(TAGS, "tags", tags)),
+         ("=", "->", ">>", "*>")),
+    # failure_log: the error follows ": " (" : " from 4.99), DT= comes last
+    Rule("failure", seq("** ", ADDRESS_PART, rx(TAGS, "tags", tags),
+                        opt(rx(r" : |: ", "separator"), rx(r"(?>.*?(?= DT=\d[\w.]*\Z)|.*)", "message")),
+                        opt(" DT=", rx(DURATION, "DT", seconds))), ("**",)),
+    # deferral_log: [R= T=| routing] defer (errno)[: strerror][ H=…][ DT=][: message]
+    Rule("deferral", seq("== ", ADDRESS_PART, rx(TAGS, "tags", tags), opt(rx(r" routing", "routing")),
+                         " defer (", rx(r"-?\d+", "errno", as_int), ")",
+                         opt(": ", rx(rf"(?>.*?(?={TAGS}(?:: |\Z)))", "strerror")), rx(TAGS, "tags2", tags),
+                         opt(": ", rx(r".*", "message"))), ("=",)),
+    Rule("completed", seq("Completed", opt(" QT=", rx(DURATION, "QT", seconds))), ("Completed",)),
+    Rule("message_state", rx(r"Frozen(?: \(delivery error message\))?|Unfrozen by .+|frozen by .+"
+                             r"|Message is frozen|spool file is locked.*|cancelled by timeout_frozen_after"
+                             r"|Message frozen.*", "state"),
+         ("Frozen", "Unfrozen", "frozen", "Message", "spool", "cancelled")),
+    Rule("no_immediate_delivery", seq("no immediate delivery: ", REST), ("no",)),
+    Rule("error_ignored", seq(ADDRESS, ": error ignored"), ()),
+    # a transport's note on one host, before its == / ** line (transports/smtp.c write_logs)
+    Rule("host_error", seq("H=", rx(r"[^\s\[]\S*", "relay_name"), " [", rx(r"[^\]]*", "relay_address"), "]",
+                           opt(":", rx(r"\d+", "relay_port", as_int)), opt(rx(r"\*", "reused")),
+                           alt(seq(": ", rx(r".*", "error")),
+                               seq(" ", rx(r"(?![A-Za-z][A-Za-z0-9]*\*?=|Warning: )[A-Z].*", "error")))),
+         ("H=",)),
+    Rule("dkim", seq("DKIM: ", REST), ("DKIM",)),
+    # --- SMTP sessions --------------------------------------------------------------------------
+    Rule("connection_open", seq("SMTP connection from ", alt(
+        seq(rx(HOSTV, "host", host), rx(TAGS, "tags", tags), " (TCP/IP connection count = ",
+            rx(r"\d+", "count", as_int), ")"),
+        rx(r"[^\s\[(]\S*(?: \(via inetd\))?", "user"))), ("SMTP",)),
+    Rule("connection_closed", seq(CONNECTION_FROM, rx(TAGS, "tags", tags), " closed ",
+                                  rx(r"(?:by|after) .+", "reason")), ("SMTP",)),
+    Rule("connection_lost", seq(CONNECTION_FROM, rx(TAGS, "tags", tags), " lost", _tail_duration()),
+         ("SMTP",)),
+    Rule("no_mail", seq("no MAIL in ", opt(rx(r"TFO\*? ", "tfo")), "SMTP connection from ", HOST_OR_USER,
+                        rx(TAGS, "tags", tags)), ("no",)),
+    Rule("unexpected_disconnection", seq("unexpected ", rx(r"disconnection|EOF", "what"),
+                                         " while reading SMTP command from ", opt(rx(r"TFO\*? ", "tfo")),
+                                         HOST_OR_USER, rx(TAGS, "tags", tags),
+                                         opt(rx(r" \([^)]*\)", "detail")), rx(TAGS, "tags2", tags)),
+         ("unexpected",)),
+    Rule("command_timeout", seq("SMTP command timeout on ", opt(rx(r"TLS ", "tls")), "connection from ",
+                                HOST_OR_USER, rx(TAGS, "tags", tags)), ("SMTP",)),
+    Rule("data_timeout", seq("SMTP data timeout (message abandoned) on connection from ",
+                             alt(rx(HOSTV, "host", host), rx(r"local process", "user")),
+                             rx(TAGS, "tags", tags)),
+         ("SMTP",)),
+    Rule("call_dropped", seq("SMTP call from ", rx(HOSTV, "host", host), rx(TAGS, "tags", tags), " dropped: ",
+                             REST), ("SMTP",)),
+    Rule("protocol_error", seq("SMTP ", rx(r"protocol|syntax", "kind"), " error in ", QUOTED_CMD, " ", LEAD,
+                               " ", REST), ("SMTP",)),
+    Rule("synchronization_error", seq("SMTP protocol synchronization error (", rx(r"[^)]*", "detail"),
+                                      "): rejected ", rx(r'connection from|"(?:[^"\\]|\\.)*"', "command"),
+                                      " ", LEAD, rx(r".*", "input")), ("SMTP",)),
+    Rule("tls_error", seq("TLS error ", REST), ("TLS",)),
+    # host_and_ident(TRUE) + tags, then what happened (smtp_in.c smtp_handle_acl_fail and friends)
+    Rule("rejected", seq(LEAD, " ", opt(rx(r"temporarily ", "temporarily")), "rejected ", STAGE,
+                         opt(" ", rx(r"(?>.*?(?=: |\Z))", "argument")), opt(": ", REST)),
+         ("H=", "U=", "F=", "DS")),
+    Rule("dropped_by_acl", seq(LEAD, " dropped by ", REST), ("H=", "U=", "DS")),
+    Rule("incomplete_transaction", seq(LEAD, " incomplete transaction (", rx(r"[^)]*", "what"), ")",
+                                       opt(" from <", rx(r"[^>]*", "sender"), ">"),
+                                       opt(" for ", rx(r".+", "rcpts", words))), ("H=", "U=")),
+    Rule("sender_verify", seq(LEAD, " sender verify ", rx(r"fail|defer", "verdict"), " for <",
+                              rx(r"[^>]*", "address"), ">", opt(": ", REST)), ("H=", "U=")),
+    Rule("acl_warning", seq(LEAD, " Warning: ", REST), ("H=", "U=")),
+    Rule("rcpt_discarded", seq(LEAD, " RCPT ", rx(r"(?>.*?(?=: discarded by ))", "argument"),
+                               ": discarded by ", rx(r"\S+", "acl"), " ACL", opt(": ", REST)), ("H=", "U=")),
+    Rule("rejected_helo", seq("rejected ", rx(r"EHLO|HELO", "verb"), " from ", rx(HOSTV, "host", host),
+                              rx(TAGS, "tags", tags), ": syntactically invalid argument(s): ",
+                              rx(r".*", "argument")),
+         ("rejected",)),
+    Rule("rejected_helo_verify", seq(opt(rx(r"temporarily ", "temporarily")), "rejected ",
+                                     rx(r'"(?:[^"\\]|\\.)*"', "command"), " from ", rx(HOSTV, "host", host),
+                                     rx(TAGS, "tags", tags)), ("rejected", "temporarily")),
+    Rule("rejected_mail", seq("rejected MAIL ", rx(r"(?>from |command |FROM:<[^>]*> )", "form"), LEAD_OR_HOST,
+                              rx(TAGS, "tags2", tags), ": ", REST), ("rejected",)),
+    Rule("unqualified_rejected", seq("unqualified ", rx(r"sender|recipient", "which"), " rejected: <",
+                                     rx(r"[^>]*", "address"), "> ", LEAD, rx(r".*", "detail")),
+         ("unqualified",)),
+    Rule("too_many_recipients", seq("too many recipients: ",
+                                    rx(r"message rejected|excess temporarily rejected", "what"),
+                                    ": sender=<", rx(r"[^>]*", "sender"), "> ", LEAD), ("too",)),
+    Rule("auth_failed", seq(rx(r"\S+", "authenticator"), " authenticator failed for ", LEAD_OR_HOST,
+                            rx(TAGS, "tags2", tags), ": ", REST), ()),
+    Rule("connection_refused", seq(rx(r"Connection|connection", "word"), " from ", rx(HOSTV, "host", host),
+                                   rx(TAGS, "tags", tags), " refused", rx(r".*", "reason")),
+         ("Connection", "connection")),
+    Rule("refused_connection", seq(opt(rx(r"temporarily ", "temporarily")), "refused connection from ",
+                                   rx(HOSTV, "host", host), rx(TAGS, "tags", tags),
+                                   rx(r"(?:: | ).*", "reason")),
+         ("refused", "temporarily")),
+    Rule("eof_on_input", seq("Error or EOF on input from ", LEAD), ("Error",)),
+    Rule("lookup_failed", seq(rx(r"no host name found for IP address |no IP address found for host ", "what"),
+                              REST), ("no",)),
+    Rule("ignoring_auth", seq("ignoring AUTH=", rx(r"\S+", "value"), " from ", LEAD,
+                              rx(r" \(.*\)", "reason")), ("ignoring",)),
+    Rule("vrfy_etrn", seq(rx(r"VRFY failed for |ETRN ", "what"), REST), ("VRFY", "ETRN")),
+    # --- daemon and queue runners ---------------------------------------------------------------
+    Rule("daemon_started", seq("exim ", rx(r"\S+", "version"), " daemon started: pid=",
+                               rx(r"\d+", "daemon_pid", as_int), rx(r"(?:, .*)?", "detail")), ("exim",)),
+    Rule("daemon_signal", seq("pid ", rx(r"\d+", "daemon_pid", as_int), ": ", REST), ("pid",)),
+    Rule("queue_run", seq(rx(r"Start|End", "what"), " queue run: pid=", rx(r"\d+", "runner_pid", as_int),
+                          rx(r".*", "detail")), ("Start", "End")),
+    Rule("arguments", seq("cwd=", rx(r"\S+", "cwd"), " ", rx(r"\d+", "argc", as_int), " args: ", REST),
+         ("cwd=",)),
+    Rule("listen_backlog", seq("listen backlog ", rx(r"\d+", "backlog", as_int), " I=",
+                               rx(r"\S+", "interface")), ("listen",)),
+    Rule("lost_privilege", lit("exim user lost privilege for using -C option"), ("exim",)),
+    # --- reject log: the lines after an entry's first one (header lines only if received) --------
+    Rule("rejectlog_envelope", seq("Envelope-", rx(r"from|to", "which"), ": ", rx(r".*", "value")),
+         ("Envelope-from", "Envelope-to")),
+    # the header's type flag (F T C B I R P S, * = deleted, space = other), then the header
+    Rule("rejectlog_header", seq(rx(r"[ FTCBIRPS*]", "header_type"), " ", rx(r"[!-9;-~]+", "header"), ":",
+                                 rx(r".*", "value"))),
+    Rule("rejectlog_continuation", rx(r"\t.*| (?! [!-9;-~]+:).*|\*\*\* truncated \*\*\*", "text")),
+]
