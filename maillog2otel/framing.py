@@ -180,6 +180,10 @@ class Framer:
         if self.native == "haraka" and text:
             # Haraka's untagged start-up lines ("loaded TLD files: …") carry no envelope.
             return self._native("haraka", self._timeless_ns(), None, text, offset, inferred=True)
+        if self.native == "exim" and text:
+            # In an Exim log a line without a stamp continues the entry before it (the reject
+            # log's Envelope- and header lines): the grammar decides what it is.
+            return self._native("exim", self._timeless_ns(), None, text, offset, inferred=True)
         return None
 
     def _iso_ns(self, m: re.Match[str]) -> int | None:
