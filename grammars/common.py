@@ -1,7 +1,8 @@
 """Element factories shared by the grammars, and the pyparsing -> ``re`` compiler.
 
 The grammars are written with a small set of pyparsing elements whose whitespace is explicit
-(``leave_whitespace``), so that each rule has one exact meaning that ``re`` can reproduce:
+(``leave_whitespace``), so that each rule has one exact meaning that ``re`` can reproduce
+(with atomic groups for pyparsing's no-backtracking):
 ``Literal``, ``Regex``, ``And``, ``MatchFirst``, ``Opt``, ``ZeroOrMore``/``OneOrMore``,
 ``Suppress`` and ``Combine``. ``compile_rule`` walks a rule's element tree and emits one regex
 with a named group per results name; ``Rule.parse_slow`` runs pyparsing itself. Both return the
@@ -204,6 +205,11 @@ def _children(el: pp.ParserElement) -> list[pp.ParserElement]:
 def compile_rule(expr: pp.ParserElement) -> tuple[str, dict[str, str]]:
     """Translate an element tree into one regex; returns it and group -> field names.
 
+    pyparsing is a PEG parser: a leaf, a choice, an option or a repetition, once matched, is never
+    revisited when a later element fails. ``re`` would backtrack into them and could accept lines
+    pyparsing rejects, so every such piece is an atomic group ``(?>…)`` (Python ≥ 3.11): the
+    compiled pattern then accepts exactly what the grammar accepts.
+
     Python's ``re`` forbids a group name twice, so a field that appears in two branches gets
     numbered groups (``f__2``) mapped back to its name."""
     names: dict[str, str] = {}
@@ -227,17 +233,17 @@ def compile_rule(expr: pp.ParserElement) -> tuple[str, dict[str, str]]:
         elif isinstance(el, pp.Literal):
             body = re.escape(el.match)
         elif isinstance(el, pp.Regex):
-            body = f"(?:{el.pattern})"
+            body = f"(?>{el.pattern})"
         elif isinstance(el, pp.And):
             body = "".join(walk(e, capture) for e in el.exprs)
         elif isinstance(el, pp.MatchFirst):
-            body = "(?:" + "|".join(walk(e, capture) for e in el.exprs) + ")"
+            body = "(?>" + "|".join(walk(e, capture) for e in el.exprs) + ")"
         elif isinstance(el, pp.Opt):
-            body = f"(?:{walk(el.expr, capture)})?"
+            body = f"(?>(?:{walk(el.expr, capture)})?)"
         elif isinstance(el, pp.OneOrMore):
-            body = f"(?:{walk(el.expr, capture)})+"
+            body = f"(?>(?:{walk(el.expr, capture)})+)"
         elif isinstance(el, pp.ZeroOrMore):
-            body = f"(?:{walk(el.expr, capture)})*"
+            body = f"(?>(?:{walk(el.expr, capture)})*)"
         else:
             raise NotImplementedError(type(el).__name__)
         if name and not isinstance(el, (pp.Literal, pp.Regex, pp.Combine)):

@@ -51,7 +51,8 @@ def bracket_addr(prefix: str = "client") -> object:
 STAGE = rx(r"[A-Z][A-Z-]*", "stage")
 # Postfix's access actions (smtpd_check.c log_whatsup) and the milter ones.
 ACTION = rx(
-    r"reject_warning|reject|hold|discard|filter|redirect|warn|info|delay|hangup|permit|"
+    # longest first: a regex leaf takes its first matching alternative and pyparsing never backtracks
+    r"reject_warning|reject|hold|discard|filter|redirect|warning|warn|info|delay|hangup|permit|"
     r"milter-reject|milter-hold|milter-discard|proxy-reject|proxy-accept",
     "action",
 )
@@ -73,7 +74,7 @@ RULES: list[Rule] = [
     Rule(
         "smtpd_reject",
         seq(ACTION, ": ", STAGE, " from ", namaddr(), ": ", REPLY_TAIL),
-        ("reject", "reject_warning", "hold", "discard", "filter", "redirect", "warn", "info",
+        ("reject", "reject_warning", "hold", "discard", "filter", "redirect", "warn", "warning", "info",
          "delay", "hangup", "permit", "milter-reject", "milter-hold", "milter-discard",
          "proxy-reject", "proxy-accept"),
         ("smtpd", "cleanup", "postscreen"),
@@ -119,7 +120,7 @@ RULES: list[Rule] = [
     Rule("cleanup_removed", seq("removed", opt(" (", rx(r"[^)]*", "reason"), ")")), ("removed",),
          ("cleanup",)),
     # --- qmgr ----------------------------------------------------------------------------
-    Rule("qmgr_active", seq("from=<", rx(r"[^>]*|.*?(?=>, size=)", "mail_from"), ">, size=",
+    Rule("qmgr_active", seq("from=<", rx(r"(?:[^>]|>(?!, size=))*", "mail_from"), ">, size=",
                             rx(r"\d+", "size", as_int), ", nrcpt=", rx(r"\d+", "nrcpt", as_int),
                             " (queue active)"), ("from=",), ("qmgr",)),
     Rule("qmgr_expired", seq("from=<", rx(r"[^>]*", "mail_from"), ">, status=",
@@ -137,7 +138,7 @@ RULES: list[Rule] = [
     # --- delivery agents -----------------------------------------------------------------
     Rule(
         "delivery_status",
-        seq("to=<", rx(r"[^>]*|.*?(?=>, )", "rcpt_to"), ">",
+        seq("to=<", rx(r"(?:[^>]|>(?!, ))*", "rcpt_to"), ">",
             rx(r"(?:, (?!status=)[a-z_]+=(?:<[^>]*>|[^, ]*))*", "kv", kv_commas),
             # very old Postfix wrote "conn_use=2 delay=…" without a comma
             ", status=", rx(r"\S+", "status"), opt(" ", rx(r".*", "status_text"))),

@@ -191,3 +191,76 @@ def test_fast_path_agrees_on_mutated_fixture_lines(message: str, at: int, insert
     mutated = message[:at] + insert + message[at:]
     for program in ("postfix/smtpd", "postfix/qmgr", "postfix/smtp", "postfix/cleanup", "postfix/local"):
         assert parse(program, mutated, FAST) == parse(program, mutated, SLOW)
+
+
+# One real-shaped example per rule (fixture lines where the fixtures have them, else written from
+# Postfix's format strings): every rule is exercised, and a rule without an example fails the test.
+EXAMPLES: dict[str, list[tuple[str, str]]] = {
+    "smtpd_connect": [("postfix/smtpd", "connect from unknown[127.0.0.2]:55627")],
+    "smtpd_disconnect": [("postfix/smtpd", "disconnect from unknown[127.0.0.9]:56843 ehlo=1 quit=1 commands=2"),
+                         ("postfix/smtpd", "disconnect from x[192.0.2.1] ehlo=1 unknown=0/1 commands=1/2 notes=bare_lf")],
+    "smtpd_client": [("postfix/smtpd", "97F0E160023: client=unknown[127.0.0.2]:55627"),
+                     ("postfix/10025/smtpd", "5A1B2C3D: client=localhost[127.0.0.1], orig_queue_id=4F9D195432, orig_client=a[1.2.3.4]")],
+    "smtpd_reject": [("postfix/smtpd", "CF2AB160032: reject: RCPT from unknown[127.0.0.4]:42755: 550 5.1.1 "
+                      "<nobody-here@local.test>: Recipient address rejected: User unknown in local recipient table; "
+                      "from=<frank@client4.example> to=<nobody-here@local.test> proto=ESMTP helo=<client4.example>"),
+                     ("postfix/cleanup", "4F9D195432: milter-reject: END-OF-MESSAGE from x[1.2.3.4]: 5.7.1 spam; from=<a@b> "
+                      "to=<c@d> proto=ESMTP helo=<h>"),
+                     ("postfix/postscreen", "NOQUEUE: reject: RCPT from [192.0.2.9]:36942: 550 5.7.1 Service "
+                      "unavailable; client [192.0.2.9] blocked using zen.example; from=<a@x>, to=<b@y>, proto=ESMTP, "
+                      "helo=<h>")],
+    "smtpd_abort": [("postfix/smtpd", "lost connection after MAIL from unknown[127.0.0.8]:44789")],
+    "tls_established": [("postfix/smtp", "Trusted TLS connection established to mx4.example.com[192.0.2.136]:25: "
+                         "TLSv1.2 with cipher ECDHE-RSA-AES256-SHA384 (256/256 bits)")],
+    "smtpd_pipelining": [("postfix/smtpd", "improper command pipelining after EHLO from x[192.0.2.1]: QUIT\\r\\n")],
+    "smtpd_ssl_error": [("postfix/smtpd", "SSL_accept error from x[192.0.2.1]: lost connection")],
+    "smtpd_table_changed": [("postfix/smtpd", "table hash:/etc/postfix/access has changed -- restarting")],
+    "smtpd_starttls_fail": [("postfix/smtpd", "STARTTLS failed from x[192.0.2.1]")],
+    "cleanup_message_id": [("postfix/cleanup", "97F0E160023: message-id=<>"),
+                           ("postfix/cleanup", "4F9D195432: resent-message-id=<r@x>")],
+    "cleanup_action": [("postfix/cleanup", "4F9D195432: warning: header Subject: hi from local; from=<root> to=<a@b>")],
+    "cleanup_removed": [("postfix/cleanup", "4F9D195432: removed (canceled)")],
+    "qmgr_active": [("postfix/qmgr", "97F0E160023: from=<carol@client2.example>, size=378, nrcpt=1 (queue active)")],
+    "qmgr_expired": [("postfix/qmgr", "A381C160054: from=<alice@local.test>, status=expired, returned to sender")],
+    "qmgr_removed": [("postfix/qmgr", "97F0E160023: removed"), ("postfix/postsuper", "4F9D195432: removed")],
+    "qmgr_skipped": [("postfix/qmgr", "4F9D195432: skipped, still being delivered")],
+    "postsuper_action": [("postfix/postsuper", "4F9D195432: placed on hold")],
+    "postsuper_summary": [("postfix/postsuper", "Deleted: 3 messages")],
+    "pickup_uid": [("postfix/pickup", "02445160049: uid=1002 from=<bob>")],
+    "delivery_status": [("postfix/local", "97F0E160023: to=<alice@local.test>, relay=local, delay=0.03, "
+                         "delays=0.02/0.01/0/0, dsn=2.0.0, status=sent (delivered to mailbox)")],
+    "delivery_connect_fail": [("postfix/smtp", "connect to 127.0.0.1[127.0.0.1]:2599: Connection refused")],
+    "delivery_host_said": [("postfix/smtp", "4F9D195432: host mx[192.0.2.3] said: 451 4.7.1 try later (in reply to RCPT TO "
+                            "command)")],
+    "delivery_refused_talk": [("postfix/smtp", "4F9D195432: host mx[192.0.2.3] refused to talk to me: 554 go away")],
+    "delivery_lost": [("postfix/smtp", "4F9D195432: lost connection with mx[192.0.2.3] while sending MAIL FROM")],
+    "delivery_starttls_offer": [("postfix/smtp", "Host offered STARTTLS: [mx.example]")],
+    "delivery_passing": [("postfix/local", "4F9D195432: passing <a@b> to transport=local")],
+    "bounce_notification": [("postfix/bounce", "A381C160054: sender delay notification: A9618160055")],
+    "bounce_failed": [("postfix/bounce", "4F9D195432: sender notification failed to a@b: timeout")],
+    "postscreen_connect": [("postfix/postscreen", "CONNECT from [192.0.2.9]:36942 to [192.0.2.1]:25")],
+    "postscreen_verdict": [("postfix/postscreen", "PASS NEW [192.0.2.9]:36942")],
+    "postscreen_test": [("postfix/postscreen", "PREGREET 14 after 0.08 from [192.0.2.9]:36942: EHLO ylmf-pc\\r\\n"),
+                        ("postfix/postscreen", "DNSBL rank 3 for [192.0.2.9]:36942")],
+    "postscreen_cache": [("postfix/postscreen", "cache btree:/var/lib/postfix/psc full cleanup: retained=1 dropped=0")],
+    "dnsblog_listed": [("postfix/dnsblog", "addr 192.0.2.9 listed by domain zen.example as 127.0.0.4")],
+    "master_started": [("postfix/master", "daemon started -- version 3.7.11, configuration /etc/postfix")],
+    "master_terminating": [("postfix/master", "terminating on signal 15")],
+    "master_process_exit": [("postfix/master", "warning: process /usr/lib/postfix/sbin/smtpd pid 7128 killed by "
+                             "signal 9")],
+    "statistics": [("postfix/anvil", "statistics: max connection rate 1/60s for (smtp:192.0.2.9) at Feb 14 13:37:32")],
+    "postfix_script": [("postfix/postfix-script", "stopping the Postfix mail system")],
+    "tlsproxy_conn": [("postfix/tlsproxy", "CONNECT from [192.0.2.9]:36942")],
+    "diagnostic": [("postfix/bounce", "warning: for instructions see the bounce(5) manual")],
+}
+
+
+def test_every_rule_has_examples() -> None:
+    assert set(EXAMPLES) == {r.name for r in postfix.RULES}
+
+
+@pytest.mark.parametrize(("rule", "program", "line"),
+                         [(rule, p, line) for rule, items in EXAMPLES.items() for p, line in items])
+def test_example_parses_by_its_rule_in_both_paths(rule: str, program: str, line: str) -> None:
+    fast, slow = parse(program, line, FAST), parse(program, line, SLOW)
+    assert fast is not None and fast[0] == rule and fast == slow
