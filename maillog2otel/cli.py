@@ -124,6 +124,52 @@ def check(
     raise typer.Exit(run_check(paths, settings, strict=strict, grammars_dir=str(grammars) if grammars else None))
 
 
+@app.command()
+def tail(
+    paths: Annotated[list[str], typer.Argument(help="Live log files (may not exist yet), or - for stdin.")],
+    mta: MtaOpt = "auto", year: YearOpt = None, timezone: TzOpt = None, hostname: HostOpt = None,
+    config: ConfigOpt = None, traces: TracesOpt = None, metrics: MetricsOpt = None,
+    exporter: ExporterOpt = None, endpoint: EndpointOpt = None, service_name: ServiceOpt = None,
+    metric_namespace: NamespaceOpt = None, quiet: QuietOpt = False, grammars: GrammarsOpt = None,
+    state: Annotated[Path | None, typer.Option(
+        "--state", help="State file (default: $XDG_STATE_HOME/maillog2otel/tail-<name>-<hash>.json).",
+        envvar="MAILLOG2OTEL_STATE")] = None,
+    from_beginning: Annotated[bool, typer.Option(
+        "--from-beginning", help="Read files the state does not know from their start (default: their end).")]
+    = False,
+    force_polling: Annotated[bool | None, typer.Option(
+        "--force-polling/--no-force-polling", help="Poll the directories instead of inotify (NFS, SMB, FUSE, "
+        "some containers; default: watchfiles' rule, WATCHFILES_FORCE_POLLING).")] = None,
+    lossy: Annotated[bool, typer.Option(
+        "--lossy", help="While the collector is down, keep reading and drop the oldest data beyond --buffer "
+        "(counted) instead of pausing.")] = False,
+    buffer: Annotated[int, typer.Option("--buffer", min=100, help="Spans (and points) held with --lossy.")] = 20_000,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log rotations and truncations.")] = False,
+) -> None:
+    """Follow live logs and export each connection moments after it ends; survives rotation and restarts.
+
+        maillog2otel tail --endpoint http://collector:4318 /var/log/mail.log
+
+        journalctl -f -o json -u postfix@- -u exim4 -u haraka | maillog2otel tail -
+
+    Rotation by rename (logrotate create, postfix logrotate), copytruncate, delete and re-create,
+    and files that do not exist yet are all followed. A state file, written only after the
+    collector accepted the data it covers, lets a restart continue after the last exported line.
+    SIGTERM/SIGINT stop cleanly; SIGHUP reopens the files. See docs/live.md.
+    """
+    from maillog2otel.runner import run_tail
+
+    if verbose:
+        logging.getLogger("maillog2otel").setLevel(logging.INFO)
+    settings = _settings(config_path=str(config) if config else None, mta=mta, year=year, timezone=timezone,
+                         hostname=hostname, traces=traces, metrics=metrics, exporter=exporter,
+                         endpoint=endpoint, service_name=service_name, metric_namespace=metric_namespace,
+                         quiet=quiet)
+    raise typer.Exit(run_tail(paths, settings, state_path=str(state) if state else None,
+                              from_beginning=from_beginning, force_polling=force_polling, lossy=lossy,
+                              buffer=buffer, grammars_dir=str(grammars) if grammars else None))
+
+
 def main() -> None:
     try:
         app()

@@ -149,3 +149,39 @@ def run_check(paths: list[str], settings: Settings, *, strict: bool, grammars_di
     for err in stats.errors:
         w(f"error: {err}\n")
     return 1 if (strict and c.unparsed) or stats.errors else 0
+
+
+def run_tail(paths: list[str], settings: Settings, *, state_path: str | None = None,
+             from_beginning: bool = False, force_polling: bool | None = None, lossy: bool = False,
+             buffer: int = 20_000, grammars_dir: str | None = None,
+             sinks: tuple[Sink, Sink] | None = None) -> int:
+    """Follow files (or stdin) until SIGTERM/SIGINT, or EOF on stdin (``maillog2otel.tail``).
+
+    Sinks retry forever (reading pauses while the collector is down, nothing is lost); with
+    ``lossy`` they try once per back-off step and the oldest data beyond ``buffer`` are dropped."""
+    from maillog2otel import state as statefile
+    from maillog2otel.tail import Tailer, TailOptions
+
+    if "-" in paths and paths != ["-"]:
+        sys.stderr.write("maillog2otel: tail reads either stdin (-) or files, not both\n")
+        return 2
+    if sinks is None:
+        span_sink, metric_sink = make_sinks(settings.traces, settings.metrics, _resources(settings),
+                                            budget_s=0.0 if lossy else -1.0, live=True)
+    else:
+        span_sink, metric_sink = sinks
+    options = TailOptions(state_path=state_path or statefile.default_state_path(paths),
+                          from_beginning=from_beginning, force_polling=force_polling, lossy=lossy,
+                          buffer=buffer)
+    started = time.monotonic()
+    try:
+        tailer = Tailer(paths, settings, span_sink, metric_sink, options, grammars_dir=grammars_dir)
+        code = tailer.run()
+    except (statefile.StateError, ValueError) as exc:
+        sys.stderr.write(f"maillog2otel: {exc}\n")
+        return 2
+    if not settings.quiet:
+        elapsed = time.monotonic() - started
+        lines = [*tailer.summary(), f"time      {elapsed:.1f}s"]
+        sys.stderr.write("".join(f"maillog2otel: {line}\n" for line in lines))
+    return code

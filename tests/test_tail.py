@@ -1,0 +1,416 @@
+"""``maillog2otel tail`` as a user runs it: a subprocess follows a real file that this test writes,
+rotates, truncates, deletes and re-creates, and that gets killed (-9) and restarted, while it exports
+over OTLP/HTTP to a receiver in this process. Whatever happened, the set of exported
+``smtp.connection`` span IDs must equal that of a ``maillog2otel backfill`` of the same lines.
+
+Lines come from the real Postfix fixture, written several times with the timestamps shifted so
+every copy's connections are distinct."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, OtlpHttpReceiver, clean_env, run_cli
+
+SOURCE = FIXTURES / "postfix" / "port-logging.log"
+COPY_GAP_S = 40  # log-time distance between copies (the fixture spans 21 s)
+
+
+def shifted_copies(copies: int, base: dt.datetime | None = None) -> list[str]:
+    """The fixture's lines ``copies`` times, each copy ``COPY_GAP_S`` later, starting two hours ago
+    (UTC, whole seconds); each line ends with a newline."""
+    raw = SOURCE.read_text().splitlines()
+    base = base or (dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=2))
+    first = dt.datetime.strptime(raw[0][:15], "%b %d %H:%M:%S")
+    out = []
+    for c in range(copies):
+        for line in raw:
+            rel = dt.datetime.strptime(line[:15], "%b %d %H:%M:%S") - first
+            t = base + rel + dt.timedelta(seconds=c * COPY_GAP_S)
+            out.append(f"{t:%b} {t.day:2d} {t:%H:%M:%S}{line[15:]}\n")
+    return out
+
+
+def connection_ids(receiver: OtlpHttpReceiver) -> list[str]:
+    return [s.span_id.hex() for s in receiver.received.spans() if s.name == "smtp.connection"]
+
+
+_POOL = ThreadPoolExecutor(4)
+
+
+def backfill_ids(lines: list[str], tmp: Path) -> Future[set[str]]:
+    """The connection span IDs of ``maillog2otel backfill`` of ``lines``, computed in the
+    background while the test writes (``.result()`` to get them)."""
+    return _POOL.submit(_backfill_ids, list(lines), tmp)
+
+
+def _backfill_ids(lines: list[str], tmp: Path) -> set[str]:
+    path = tmp / f"all-lines-{time.monotonic_ns()}.log"
+    path.write_text("".join(lines))
+    receiver = OtlpHttpReceiver()
+    try:
+        proc = run_cli("backfill", "--endpoint", receiver.endpoint, "--timezone", "UTC", "-q", str(path),
+                       timeout=60)
+        assert proc.returncode == 0, proc.stderr.decode()
+        ids = connection_ids(receiver)
+    finally:
+        receiver.close()
+    assert len(ids) == len(set(ids))
+    return set(ids)
+
+
+class Tail:
+    """``maillog2otel tail`` as a subprocess; stderr goes to a file (read with ``.err``)."""
+
+    def __init__(self, tmp: Path, endpoint: str, paths: list[Path], *extra: str) -> None:
+        self.tmp, self.endpoint, self.paths, self.extra = tmp, endpoint, paths, extra
+        self.state = tmp / "state" / "tail.json"
+        self.log = tmp / "tail.stderr"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        with open(self.log, "ab") as err:
+            err.write(f"--- start {self.starts}\n".encode())
+            err.flush()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "maillog2otel", "tail", "--endpoint", self.endpoint,
+                 "--timezone", "UTC", "--state", str(self.state), "-v", *self.extra, *map(str, self.paths)],
+                env=clean_env(), stdout=subprocess.DEVNULL, stderr=err)
+        wait_for(self.state.exists, 10, "the state file to be written at start")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+        self.proc = None
+
+    def stop(self, max_s: float = 5.0) -> float:
+        """SIGTERM; the process must exit 0 within ``max_s``; returns how long it took."""
+        assert self.proc is not None
+        t0 = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(max_s + 5)
+        took = time.monotonic() - t0
+        self.proc = None
+        assert rc == 0, self.err()
+        assert took < max_s, f"took {took:.1f}s to stop"
+        return took
+
+    def err(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def tail_factory(tmp_path: Path):
+    made: list[Tail] = []
+
+    def make(endpoint: str, paths: list[Path], *extra: str) -> Tail:
+        t = Tail(tmp_path, endpoint, paths, *extra)
+        made.append(t)
+        return t
+
+    yield make
+    for t in made:
+        t.close()
+
+
+def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def write(path: Path, lines: list[str], rate: float = 800.0) -> None:
+    """Append ``lines`` at about ``rate`` lines per second, a few at a time, as a logger does."""
+    with open(path, "a") as fh:
+        for i in range(0, len(lines), 4):
+            fh.write("".join(lines[i:i + 4]))
+            fh.flush()
+            time.sleep(4 / rate)
+
+
+def wait_for_ids(receiver: OtlpHttpReceiver, expected: set[str], tail: Tail, timeout: float = 10) -> None:
+    try:
+        wait_for(lambda: set(connection_ids(receiver)) >= expected, timeout, "every connection span")
+    except AssertionError:
+        got = set(connection_ids(receiver))
+        raise AssertionError(f"missing {len(expected - got)} of {len(expected)} connections; "
+                             f"unexpected {len(got - expected)}\n{tail.err()[-3000:]}") from None
+
+
+def check_same(receiver: OtlpHttpReceiver, expected: set[str], tail: Tail, *, exact: bool = True) -> None:
+    ids = connection_ids(receiver)
+    assert set(ids) == expected, tail.err()[-3000:]
+    if exact:
+        assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} connections exported twice"
+
+
+def test_rename_rotation_of_a_file_that_does_not_exist_yet(tmp_path: Path, otlp_http: OtlpHttpReceiver,
+                                                          tail_factory) -> None:
+    """logrotate ``create`` (with a writer that logs three more lines to the renamed file before it
+    reopens), then ``postfix logrotate`` (a dated name, compressed right away)."""
+    log = tmp_path / "mail.log"
+    lines = shifted_copies(3)
+    expect = backfill_ids(lines, tmp_path)
+    n = len(lines) // 3
+    tail = tail_factory(otlp_http.endpoint, [log])
+    tail.start()  # mail.log does not exist yet
+    write(log, lines[:n - 3])
+    with open(log, "a") as old:
+        os.rename(log, tmp_path / "mail.log.1")
+        old.write("".join(lines[n - 3:n]))  # the writer has not reopened yet
+    write(log, lines[n:2 * n])
+    rotated = tmp_path / "mail.log.20261122-031500"
+    os.rename(log, rotated)
+    write(log, lines[2 * n:])
+    with open(rotated, "rb") as src, gzip.open(str(rotated) + ".gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    rotated.unlink()
+    expected = expect.result()
+    assert len(expected) == 3 * 14
+    wait_for_ids(otlp_http, expected, tail)
+    tail.stop()
+    check_same(otlp_http, expected, tail)
+    assert "rotations 2" in tail.err()
+
+
+def test_copytruncate(tmp_path: Path, otlp_http: OtlpHttpReceiver, tail_factory) -> None:
+    """logrotate ``copytruncate`` right after a burst: the part the follower had not read yet is
+    recovered from the copy (mail.log.1, shifted to mail.log.2 at the next rotation)."""
+    log = tmp_path / "mail.log"
+    lines = shifted_copies(3)
+    expect = backfill_ids(lines, tmp_path)
+    n = len(lines) // 3
+    log.touch()
+    tail = tail_factory(otlp_http.endpoint, [log])
+    tail.start()
+    for k in range(2):
+        write(log, lines[k * n:(k + 1) * n - 20])
+        with open(log, "a") as fh:  # a burst, then the rotation at once
+            fh.write("".join(lines[(k + 1) * n - 20:(k + 1) * n]))
+        if (tmp_path / "mail.log.1").exists():
+            os.rename(tmp_path / "mail.log.1", tmp_path / "mail.log.2")
+        shutil.copyfile(log, tmp_path / "mail.log.1")
+        os.truncate(log, 0)
+    write(log, lines[2 * n:])
+    expected = expect.result()
+    wait_for_ids(otlp_http, expected, tail)
+    tail.stop()
+    check_same(otlp_http, expected, tail)
+    assert "truncations 2" in tail.err()
+
+
+def test_delete_and_recreate(tmp_path: Path, otlp_http: OtlpHttpReceiver, tail_factory) -> None:
+    log = tmp_path / "mail.log"
+    lines = shifted_copies(2)
+    expect = backfill_ids(lines, tmp_path)
+    n = len(lines) // 2
+    log.touch()
+    tail = tail_factory(otlp_http.endpoint, [log])
+    tail.start()
+    write(log, lines[:n])
+    log.unlink()
+    time.sleep(0.3)
+    write(log, lines[n:])
+    expected = expect.result()
+    wait_for_ids(otlp_http, expected, tail)
+    tail.stop()
+    check_same(otlp_http, expected, tail)
+
+
+def test_kill_9_at_random_points_then_restart(tmp_path: Path, otlp_http: OtlpHttpReceiver,
+                                              tail_factory) -> None:
+    """Three crashes at random lines (one with a rotation while the process is down): after each
+    restart the follower continues from its state. No connection is lost; any re-sent span (an
+    export accepted in the instant before the kill) has the same ID."""
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    log = tmp_path / "mail.log"
+    lines = shifted_copies(4)
+    expect = backfill_ids(lines, tmp_path)
+    kills = sorted(rng.sample(range(30, len(lines) - 60), 3))
+    log.touch()
+    tail = tail_factory(otlp_http.endpoint, [log])
+    tail.start()
+    done = 0
+    for i, at in enumerate(kills):
+        write(log, lines[done:at])
+        time.sleep(rng.uniform(0, 0.6))  # anywhere: reading, exporting, checkpointing or idle
+        tail.kill()
+        down = rng.randrange(5, 40)
+        write(log, lines[at:at + down], rate=2000)
+        if i == 1:
+            os.rename(log, tmp_path / "mail.log.1")
+        done = at + down
+        tail.start()
+    write(log, lines[done:])
+    expected = expect.result()
+    wait_for_ids(otlp_http, expected, tail)
+    tail.stop()
+    ids = connection_ids(otlp_http)
+    assert set(ids) == expected, f"seed {seed}\n{tail.err()[-3000:]}"
+    resent = len(ids) - len(set(ids))
+    assert resent <= 3 * 32, f"seed {seed}: {resent} spans sent again"  # at most one batch per kill
+
+
+def test_sigterm_mid_stream_saves_state_and_restart_continues(tmp_path: Path, otlp_http: OtlpHttpReceiver,
+                                                             tail_factory) -> None:
+    log = tmp_path / "mail.log"
+    lines = shifted_copies(3)
+    expect = backfill_ids(lines, tmp_path)
+    cut = len(lines) // 2 + 7  # inside a copy: sessions and messages are open
+    log.touch()
+    tail = tail_factory(otlp_http.endpoint, [log])
+    tail.start()
+    write(log, lines[:cut])
+    time.sleep(0.3)
+    tail.stop(max_s=4)
+    write(log, lines[cut:cut + 40])  # written while stopped
+    tail.start()
+    write(log, lines[cut + 40:])
+    expected = expect.result()
+    wait_for_ids(otlp_http, expected, tail)
+    tail.stop()
+    check_same(otlp_http, expected, tail)  # a clean stop sends nothing twice
+
+
+def test_collector_down_for_a_while_loses_nothing(tmp_path: Path, otlp_http: OtlpHttpReceiver,
+                                                   tail_factory) -> None:
+    """The collector answers 503 to the first requests (about three seconds of retries): reading
+    pauses, the condition is logged once, and everything arrives after it recovers."""
+    log = tmp_path / "mail.log"
+    lines = shifted_copies(2)
+    expect = backfill_ids(lines, tmp_path)
+    log.touch()
+    tail = tail_factory(otlp_http.endpoint, [log])
+    tail.start()
+    otlp_http.fail_next = 2
+    write(log, lines)
+    expected = expect.result()
+    wait_for_ids(otlp_http, expected, tail, timeout=15)
+    tail.stop()
+    check_same(otlp_http, expected, tail)
+    err = tail.err()
+    assert err.count("export failing") == 1, err
+    assert "export recovered" in err
+
+
+def test_lossy_keeps_reading_and_counts_what_it_drops(tmp_path: Path, otlp_http: OtlpHttpReceiver,
+                                                      tail_factory) -> None:
+    log = tmp_path / "mail.log"
+    log.touch()
+    otlp_http.fail_next = 10**9  # down for good
+    tail = tail_factory(otlp_http.endpoint, [log], "--lossy", "--buffer", "100")
+    tail.start()
+    write(log, shifted_copies(8), rate=2000)
+    time.sleep(1.5)
+    tail.stop(max_s=4)
+    err = tail.err()
+    warnings = [line for line in err.splitlines() if "(--lossy)" in line and " lost " not in line]
+    assert 1 <= len(warnings) <= 4, err  # once per signal and condition, not per line or batch
+    assert len(set(warnings)) == len(warnings), err
+    assert "spans: " in err and "dropped (--lossy)" in err
+
+
+def test_stop_while_collector_down_exits_promptly_and_resends_later(tmp_path: Path,
+                                                                    otlp_http: OtlpHttpReceiver,
+                                                                    tail_factory) -> None:
+    """Default mode, collector down: SIGTERM abandons the blocked export after a short grace, exits
+    0 and keeps the last exported position, so the next run sends those connections."""
+    log = tmp_path / "mail.log"
+    lines = shifted_copies(1)
+    expect = backfill_ids(lines, tmp_path)
+    log.touch()
+    tail = tail_factory(otlp_http.endpoint, [log])
+    tail.start()
+    otlp_http.fail_next = 10**9
+    write(log, lines)
+    time.sleep(0.5)
+    tail.stop(max_s=6)
+    assert "collector was unavailable" in tail.err()
+    otlp_http.fail_next = 0
+    tail.start()
+    expected = expect.result()
+    wait_for_ids(otlp_http, expected, tail)
+    tail.stop()
+    check_same(otlp_http, expected, tail)
+
+
+def test_first_start_reads_from_the_end(tmp_path: Path, otlp_http: OtlpHttpReceiver, tail_factory) -> None:
+    """Without a state, a file's existing content is history (backfill's job): ``tail`` starts at
+    its end. (``--from-beginning`` is covered in test_state.py.)"""
+    lines = shifted_copies(2)
+    n = len(lines) // 2
+    expect = backfill_ids(lines[n:], tmp_path)
+    log = tmp_path / "mail.log"
+    log.write_text("".join(lines[:n]))
+    tail = tail_factory(otlp_http.endpoint, [log])
+    tail.start()
+    write(log, lines[n:])
+    expected = expect.result()
+    wait_for_ids(otlp_http, expected, tail)
+    tail.stop()
+    check_same(otlp_http, expected, tail)
+
+
+def test_sighup_reopens_and_goes_on(tmp_path: Path, otlp_http: OtlpHttpReceiver, tail_factory) -> None:
+    log = tmp_path / "mail.log"
+    lines = shifted_copies(2)
+    expect = backfill_ids(lines, tmp_path)
+    n = len(lines) // 2
+    log.touch()
+    tail = tail_factory(otlp_http.endpoint, [log])
+    tail.start()
+    write(log, lines[:n])
+    assert tail.proc is not None
+    tail.proc.send_signal(signal.SIGHUP)
+    write(log, lines[n:])
+    expected = expect.result()
+    wait_for_ids(otlp_http, expected, tail)
+    tail.stop()
+    check_same(otlp_http, expected, tail)
+    assert "SIGHUP" in tail.err()
+
+
+def test_state_file_is_bounded_after_sessions_close(tmp_path: Path, otlp_http: OtlpHttpReceiver,
+                                                    tail_factory) -> None:
+    """Closed sessions leave the state; what remains are the deferred messages (kept for their
+    later deliveries) and the metric series."""
+    import json
+
+    log = tmp_path / "mail.log"
+    log.touch()
+    tail = tail_factory(otlp_http.endpoint, [log])
+    tail.start()
+    lines = shifted_copies(6)
+    expect = backfill_ids(lines, tmp_path)
+    write(log, lines, rate=2000)
+    expected = expect.result()
+    wait_for_ids(otlp_http, expected, tail)
+    tail.stop()
+    doc = json.loads(tail.state.read_text())
+    pf = doc["pipeline"]["correlators"]["postfix"]
+    assert pf["sessions"] == [] and pf["closing"] == []
+    assert len(pf["messages"]) <= 2  # the two deferred queue IDs, reused by every copy
+    assert len(tail.state.read_bytes()) < 64 * 1024
