@@ -63,6 +63,7 @@ class Connection:
     commands: dict[str, int] = field(default_factory=dict)  # hook/command counts for metrics
     parent_span_id: bytes | None = None
     links: list[tuple[bytes, bytes, dict[str, Any]]] = field(default_factory=list)
+    duration_known: bool = True  # False: no connect line and no D= (Exim's default log_selector)
 
 
 @dataclass(slots=True)

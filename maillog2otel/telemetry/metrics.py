@@ -136,7 +136,8 @@ class Aggregator:
         self.add(c.host, c.mta, "connections", c.start_ns)
         for name, n in c.commands.items():
             self.add(c.host, c.mta, "hook", c.start_ns, n, name)
-        self.record(c.host, c.mta, "duration", c.end_ns, (c.end_ns - c.start_ns) / 1e6)
+        if c.duration_known:
+            self.record(c.host, c.mta, "duration", c.end_ns, (c.end_ns - c.start_ns) / 1e6)
 
     def delivery(self, d: Delivery) -> None:
         self.add(d.host, d.mta, "messages", d.end_ns, 1, d.result)
