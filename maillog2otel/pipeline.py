@@ -12,6 +12,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from maillog2otel import mtas
 from maillog2otel.config import Settings
@@ -19,10 +20,12 @@ from maillog2otel.correlate.base import CorrelateSettings, Correlator
 from maillog2otel.export.base import Sink
 from maillog2otel.framing import Framer, LocalClock, YearGuess
 from maillog2otel.parse import Grammar
-from maillog2otel.records import Connection, Count, Delivery, MessageDone, Output, Record
+from maillog2otel.records import Connection, Count, Delivery, Event, MessageDone, Output, Record
 from maillog2otel.sources import SourceStats, first_mtime, group_streams, read_lines
+from maillog2otel.telemetry import reasons, redact
 from maillog2otel.telemetry.metrics import Aggregator
 from maillog2otel.telemetry.spans import connection_span, delivery_span
+from maillog2otel.telemetry.stitch import Stitcher
 
 _MAX_SHAPES = 500
 _MASKS = [
@@ -78,6 +81,9 @@ class Pipeline:
         self.span_sink, self.metric_sink = span_sink, metric_sink
         self.traces_on = settings.traces.exporter != "none" or isinstance(span_sink, _Collecting)
         self.metrics_on = settings.metrics.exporter != "none" or isinstance(metric_sink, _Collecting)
+        # operations hooks (docs/operations.md): redaction in front of the sinks; --logs' line hook
+        self.span_sink, self.metric_sink = redact.wrap_sinks(settings, span_sink, metric_sink)
+        self.log_sink: LineSink | None = None
         self.counters = Counters()
         self.collect_shapes = collect_shapes
         extra = mtas.user_grammar_modules(grammars_dir)
@@ -88,9 +94,11 @@ class Pipeline:
                                               extra=extra.get(name))
         self.aggregator = Aggregator(settings.export_interval_ms * 1_000_000, settings.metric_namespace,
                                      settings.delta)
+        self.aggregator.classify = reasons.classifier(settings)
         self._next_bucket: int | None = None
         self._seen_sources: set[tuple[str, str]] = set()
         self._pending_spans: list = []
+        self.stitcher = Stitcher()  # spans wait here briefly: one trace across mail hops
 
     # --- per line ----------------------------------------------------------------------
 
@@ -131,10 +139,14 @@ class Pipeline:
             counts[1] += 1
             if self.collect_shapes:
                 c.note_shape(f"{rec.program}: {rec.message}")
+            if self.log_sink is not None:
+                self.log_sink.line(rec, None, mta)
             return
         c.parsed += 1
         counts[0] += 1
         outs = correlator.feed(ev)
+        if self.log_sink is not None:
+            self.log_sink.line(rec, ev, mta)
         if outs:
             self._outputs(outs)
         if self.metrics_on:
@@ -146,19 +158,20 @@ class Pipeline:
 
     def _outputs(self, outs: Iterable[Output]) -> None:
         c = self.counters
-        spans = self._pending_spans
+        stitch = self.stitcher.add
+        now = c.last_ns or 0
         agg = self.aggregator if self.metrics_on else None
         for o in outs:
             if isinstance(o, Connection):
                 c.connections += 1
                 if self.traces_on:
-                    spans.append(connection_span(o))
+                    stitch(connection_span(o), now)
                 if agg:
                     agg.connection(o)
             elif isinstance(o, Delivery):
                 c.deliveries += 1
                 if self.traces_on:
-                    spans.append(delivery_span(o))
+                    stitch(delivery_span(o), now)
                 if agg:
                     agg.delivery(o)
             elif isinstance(o, Count):
@@ -169,13 +182,26 @@ class Pipeline:
                 if agg:
                     agg.count(o)
             elif isinstance(o, MessageDone):
-                if spans:
+                if self.traces_on:
+                    stitch(o, now)
+        if self.stitcher.hold and self.stitcher.hold[0][0] <= now:
+            self._release(self.stitcher.release(now))
+
+    def _release(self, items: list) -> None:
+        """Hand released spans to the sink in batches, and hints in their place among them."""
+        for item in items:
+            if isinstance(item, MessageDone):
+                if self._pending_spans:
                     self._flush_spans()
-                self.span_sink.hint(o)
-        if len(spans) >= 256:
+                self.span_sink.hint(item)
+            else:
+                self._pending_spans.append(item)
+        if len(self._pending_spans) >= 256:
             self._flush_spans()
 
-    def _flush_spans(self) -> None:
+    def _flush_spans(self, final: bool = False) -> None:
+        if final and self.stitcher.hold:
+            self._release(self.stitcher.drain())
         if self._pending_spans:
             spans, self._pending_spans = self._pending_spans, []
             self.span_sink.spans(spans)
@@ -184,17 +210,21 @@ class Pipeline:
         data = self.aggregator.advance(ts)
         self._next_bucket = self.aggregator.bucket_end
         if data:
+            self._release(self.stitcher.release(ts))
             self._flush_spans()  # spans first: a metric point never describes an unsent span
             self.metric_sink.metrics(data)
 
     def tick(self, now_ns: int) -> None:
         """Log time moved on without a line (live mode): emit what became due."""
+        if self.log_sink is not None:
+            self.log_sink.tick(now_ns)
         for _, correlator in self.stages.values():
             outs = correlator.tick(now_ns)
             if outs:
                 self._outputs(outs)
         if self.metrics_on:
             self._advance(now_ns)
+        self._release(self.stitcher.release(now_ns))
         self._flush_spans()
 
     def finish(self) -> None:
@@ -203,7 +233,7 @@ class Pipeline:
             outs = correlator.finish()
             if outs:
                 self._outputs(outs)
-        self._flush_spans()
+        self._flush_spans(final=True)
         if self.metrics_on and self.counters.last_ns is not None:
             data = self.aggregator.close(self.counters.last_ns)
             if data:
@@ -211,8 +241,9 @@ class Pipeline:
 
     def save_state(self) -> dict:
         """The whole correlation and metric state, JSON-able: what ``tail`` saves with its offsets
-        (after the sinks accepted everything emitted so far) so a restart continues exactly here."""
-        self._flush_spans()
+        (after the sinks accepted everything emitted so far) so a restart continues exactly here.
+        Spans waiting for a next-hop link leave now: a link found after a restart is a span link."""
+        self._flush_spans(final=True)
         return {"version": 1,
                 "correlators": {name: corr.save_state() for name, (_, corr) in self.stages.items()},
                 "aggregator": self.aggregator.save_state(), "next_bucket": self._next_bucket,
@@ -233,6 +264,13 @@ class Pipeline:
 
     def correlator_stats(self) -> dict[str, dict[str, int]]:
         return {name: dict(corr.stats.counts) for name, (_, corr) in self.stages.items()}
+
+
+class LineSink(Protocol):
+    """Takes every line of a known MTA after correlation (``export.logs.LineExporter``)."""
+
+    def line(self, rec: Record, ev: Event | None, mta: str) -> None: ...
+    def tick(self, now_ns: int) -> None: ...
 
 
 class _Collecting:

@@ -1,0 +1,138 @@
+"""One trace across mail hops: a delivery whose reply names the next hop's queue ID adopts that
+hop's inbound connection into its trace.
+
+The link is in the logs: the sending MTA logs the receiver's "queued" reply (Postfix ``queued as
+4F9D195432``, Exim ``id=1xUwlk-0003Gh-1Z``, Haraka ``(UUID.1)``) as ``smtp.next_hop.queue_id`` on the
+delivery span, and the receiving MTA logged the same ID on its ``smtp.connection`` span's
+``smtp.queue_ok`` event. Either may come first when several logs are merged, so spans wait
+``window_ns`` of log time before they leave; a connection linked within the window becomes a child
+of the delivery span and its whole trace (the message's later deliveries too, even days later) is
+renamed to the delivery's trace. A link found after the connection left becomes a span link on the
+delivery instead. Trace IDs stay a function of the logs. With logs of a single hop nothing matches
+and nothing changes.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from maillog2otel.records import SERVER, MessageDone, SpanData
+
+NS = 1_000_000_000
+
+
+@dataclass(slots=True)
+class StitchStats:
+    linked: int = 0  # connections adopted into the previous hop's trace
+    linked_late: int = 0  # found too late: a span link instead
+    unmatched_next_hop: int = 0  # deliveries naming an ID no connection in the input had
+    evicted: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class Stitcher:
+    def __init__(self, window_ns: int = 3 * NS, match_ns: int = 600 * NS, retention_ns: int = 7 * 86400 * NS,
+                 max_entries: int = 200_000) -> None:
+        self.window_ns, self.match_ns, self.retention_ns = window_ns, match_ns, retention_ns
+        self.max_entries = max_entries
+        self.hold: deque[tuple[int, SpanData | MessageDone]] = deque()
+        # next hop's queue ID -> (log time, trace ID, delivery span ID) of the delivery naming it
+        self.next_hop: OrderedDict[str, tuple[int, bytes, bytes]] = OrderedDict()
+        # queue ID -> connection span still held here, waiting for its delivery
+        self.waiting: dict[str, SpanData] = {}
+        # queue ID -> (log time, trace, span) of connection spans already sent (late links)
+        self.sent: OrderedDict[str, tuple[int, bytes, bytes]] = OrderedDict()
+        self.remap: OrderedDict[bytes, tuple[int, bytes]] = OrderedDict()  # old trace -> new trace
+        self.stats = StitchStats()
+
+    def _trace(self, trace_id: bytes) -> bytes:
+        seen = 0
+        while (hop := self.remap.get(trace_id)) is not None and seen < 16:  # chains of hops
+            trace_id = hop[1]
+            seen += 1
+        return trace_id
+
+    def add(self, item: SpanData | MessageDone, now_ns: int) -> None:
+        if isinstance(item, MessageDone):
+            item.trace_id = self._trace(item.trace_id)
+            self.hold.append((now_ns + self.window_ns, item))
+            return
+        span = item
+        if self.remap:
+            span.trace_id = self._trace(span.trace_id)
+        nxt = span.attrs.get("smtp.next_hop.queue_id") if span.kind != SERVER else None
+        if nxt is not None:
+            self._delivery(span, nxt)
+        if span.kind == SERVER:
+            for qid in _queue_ids(span):
+                hop = self.next_hop.pop(qid, None)
+                if hop is not None and abs(hop[0] - span.start_ns) <= self.match_ns:
+                    self._adopt(span, self._trace(hop[1]), hop[2])
+                else:
+                    self.waiting[qid] = span
+        self.hold.append((max(span.end_ns, now_ns) + self.window_ns, span))
+
+    def _delivery(self, span: SpanData, nxt: str) -> None:
+        conn = self.waiting.pop(nxt, None)
+        if conn is not None and abs(conn.start_ns - span.end_ns) <= self.match_ns:
+            self._adopt(conn, span.trace_id, span.span_id)
+            return
+        sent = self.sent.get(nxt)
+        if sent is not None and abs(sent[0] - span.end_ns) <= self.match_ns:
+            span.links.append((sent[1], sent[2], {"smtp.link": "next_hop"}))
+            self.stats.linked_late += 1
+            return
+        self.next_hop[nxt] = (span.end_ns, span.trace_id, span.span_id)
+        self._bound(self.next_hop)
+
+    def _adopt(self, conn: SpanData, trace_id: bytes, parent_span_id: bytes) -> None:
+        old = conn.trace_id
+        conn.parent_span_id = parent_span_id
+        self.stats.linked += 1
+        if old == trace_id:
+            return
+        self.remap[old] = (conn.end_ns, trace_id)
+        self._bound(self.remap)
+        for _, held in self.hold:
+            if held.trace_id == old:
+                held.trace_id = trace_id
+        conn.trace_id = trace_id
+
+    def _bound(self, table: OrderedDict) -> None:
+        while len(table) > self.max_entries:
+            table.popitem(last=False)
+            self.stats.evicted += 1
+
+    def release(self, now_ns: int) -> list[SpanData | MessageDone]:
+        """Items whose window has passed at log time ``now_ns``, in the order they came."""
+        out: list[SpanData | MessageDone] = []
+        hold = self.hold
+        while hold and hold[0][0] <= now_ns:
+            out.append(self._leave(hold.popleft()[1]))
+        if self.remap and now_ns:
+            while self.remap and next(iter(self.remap.values()))[0] < now_ns - self.retention_ns:
+                self.remap.popitem(last=False)
+        return out
+
+    def drain(self) -> list[SpanData | MessageDone]:
+        out = [self._leave(item) for _, item in self.hold]
+        self.hold.clear()
+        self.stats.unmatched_next_hop += len(self.next_hop)
+        return out
+
+    def _leave(self, item: SpanData | MessageDone) -> SpanData | MessageDone:
+        if isinstance(item, SpanData) and item.kind == SERVER:
+            for qid in _queue_ids(item):
+                if self.waiting.get(qid) is item:
+                    del self.waiting[qid]
+                self.sent[qid] = (item.start_ns, item.trace_id, item.span_id)
+                self._bound(self.sent)
+            while self.sent and next(iter(self.sent.values()))[0] < item.start_ns - self.match_ns:
+                self.sent.popitem(last=False)
+        return item
+
+
+def _queue_ids(span: SpanData) -> list[str]:
+    return [e.attrs["smtp.queue_id"] for e in span.events
+            if e.name == "smtp.queue_ok" and "smtp.queue_id" in e.attrs]
