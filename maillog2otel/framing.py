@@ -45,6 +45,8 @@ _HARAKA_TS = re.compile(
     r"(?P<tz>Z|[+-]\d\d:?\d\d)? {1,2}"
 )
 _HARAKA_BODY = re.compile(r"\[[A-Z]+\] \[|\{\"level\"|level=[A-Z]+ ")
+# Haraka's own untagged start-up lines (logger.js), which come before its first tagged line
+_HARAKA_START = re.compile(r"loglevel: [A-Z]+$|log format: [A-Z]+$|Starting up Haraka version ")
 
 
 def _frac_ns(frac: str | None) -> int:
@@ -152,14 +154,16 @@ class Framer:
                 return None
             return self._syslog(ts, m["host"], m["prog"], m["pid"], text[m.end():], offset)
         if c.isdigit():
-            if m := _ISO.match(text):
+            # a stamped Haraka record can look like syslog: 'Z {"level":…"message":"bouncing mail: …'
+            h = _HARAKA_TS.match(text)
+            haraka = h is not None and bool(_HARAKA_BODY.match(text, h.end())
+                                            or _HARAKA_START.match(text, h.end()))
+            if not haraka and (m := _ISO.match(text)):
                 ts = self._iso_ns(m)
                 if ts is None:
                     return None
                 return self._syslog(ts, m["host"], m["prog"], m["pid"], text[m.end():], offset)
-            if (m := _HARAKA_TS.match(text)) and (m["tz"] or len(m["frac"] or "") > 3
-                                                  or self.native == "haraka"
-                                                  or _HARAKA_BODY.match(text, m.end())):
+            if (m := h) and (haraka or m["tz"] or len(m["frac"] or "") > 3 or self.native == "haraka"):
                 ts = self._iso_ns(m)
                 if ts is None:
                     return None
@@ -174,7 +178,7 @@ class Framer:
                 return self._native("exim", ts, pid, text[m.end():], offset)
         if c == "{" and text.startswith('{"') and ('"__REALTIME_TIMESTAMP"' in text or '"MESSAGE"' in text):
             return self._journal_json(text, offset)
-        if c in "[{l" and _HARAKA_BODY.match(text):
+        if c in "[{lS" and (_HARAKA_BODY.match(text) or _HARAKA_START.match(text)):
             self.native = "haraka"
             return self._native("haraka", self._timeless_ns(), None, text, offset, inferred=True)
         if self.native == "haraka" and text:

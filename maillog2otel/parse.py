@@ -25,6 +25,9 @@ class Grammar:
         self.mta: str = modules[0].MTA
         self.rules = [r for m in modules for r in m.RULES]
         self.fast = fast
+        # a module-level REWRITE(text, fast) -> text puts a line into the form the rules read
+        # (Haraka: its logfmt and JSON records -> the DEFAULT text of the same record)
+        self.rewrite: Callable[[str, bool], str] | None = getattr(modules[0], "REWRITE", None)
         prefix = getattr(modules[0], "QUEUE_PREFIX", None) or getattr(modules[0], "PREFIX", None)
         self.prefix = None
         if prefix is not None:
@@ -55,7 +58,7 @@ class Grammar:
                 self._programs.clear()
             prog = self._programs[rec.program] = self.program_key(rec.program)
         daemon, prog_fields = prog
-        body = rec.message
+        body = rec.message if self.rewrite is None else self.rewrite(rec.message, self.fast)
         fields: dict[str, Any] = {}
         if self.prefix is not None:
             if self.fast and self._prefix_re is not None:
