@@ -70,7 +70,7 @@ log = logging.getLogger("maillog2otel.tail")
 FP_MAX = 1024  # bytes hashed for a file's fingerprint
 CHUNK = 256 * 1024
 ROTATE_WAIT_S = 5.0  # a renamed file stays open this long for writers that have not reopened yet
-CYCLE_S = 0.5  # export + checkpoint period (and log-time tick period) while lines flow
+CYCLE_S = 0.25  # export + checkpoint period (and log-time tick period) while lines flow
 SKEW_NS = 200_000_000  # log time trails the wall clock by this much after the last line
 FLUSH_AT = 1024  # spans or points buffered before an export + checkpoint is forced
 MAX_DONE = 64  # fingerprints of finished generations remembered (never read them again)
@@ -600,8 +600,8 @@ class BufferedSink:
             _, _, n = self.q.popleft()
             self.n -= n
             self.dropped += n
-            self._down = True
-            if self.dropped == n:
+            if not self._down:  # once per outage: the export failure or this, whichever comes first
+                self._down = True
                 log.warning("%s buffer full (%d) while the collector is unavailable: dropping the oldest "
                             "(--lossy); counting", self.name, self.cap)
 
@@ -614,14 +614,20 @@ class BufferedSink:
             if kind == "hint":
                 self.inner.hint(q.popleft()[1])
                 continue
+            # one request for up to ``limit`` items; hints met on the way (console grouping) are
+            # delivered after the batch, which holds every span they refer to
             batch: list = []
+            hints: list = []
             n = taken = 0
             limit = 512 if kind == "spans" else 4096
             for item in q:
-                if item[0] != kind or (batch and n + item[2] > limit):
+                if item[0] == "hint":
+                    hints.append(item[1])
+                elif item[0] != kind or (batch and n + item[2] > limit):
                     break
-                batch.extend(item[1])
-                n += item[2]
+                else:
+                    batch.extend(item[1])
+                    n += item[2]
                 taken += 1
             try:
                 with self.guard:
@@ -651,6 +657,8 @@ class BufferedSink:
             for _ in range(taken):
                 q.popleft()
             self.n -= n
+            for done in hints:
+                self.inner.hint(done)
             if self._down:
                 log.warning("%s export recovered%s", self.name,
                             f"; {self.dropped:,} dropped meanwhile (--lossy)" if self.dropped else "")
@@ -853,8 +861,8 @@ class Tailer:
                     self.pipeline.tick(self.clock.now())
                 self._checkpoint()
                 for b in (self.spans, self.metrics):
-                    if b.lossy and (n := b.drop_pending()):
-                        log.warning("%s: %d could not be exported before exit (--lossy)", b.name, n)
+                    if b.lossy:
+                        b.drop_pending()  # counted in the summary
         except _Abort:
             self.aborted = True
         except ExportError as exc:
@@ -899,7 +907,7 @@ class Tailer:
             return
         for _changes in watchfiles.watch(
                 *dirs, watch_filter=wanted, debounce=200, step=20,
-                rust_timeout=max(100, int(self.opts.cycle_s * 1000)), yield_on_timeout=True,
+                rust_timeout=max(50, int(self.opts.cycle_s * 500)), yield_on_timeout=True,
                 recursive=False, stop_event=self.stop, force_polling=self.opts.force_polling,
                 raise_interrupt=False, poll_delay_ms=100 if self.opts.force_polling else 300):
             self._poll_files()
@@ -992,7 +1000,7 @@ class Tailer:
     def _maybe_cycle(self, force: bool = False) -> None:
         """Every ``cycle_s``: advance log time, then export and checkpoint if anything changed."""
         mono = time.monotonic()
-        if not force and mono - self._last_tick < self.opts.cycle_s:
+        if not force and mono - self._last_tick < self.opts.cycle_s * 0.8:
             return
         self._last_tick = mono
         if self.clock.log_ns:  # no log time before the first line

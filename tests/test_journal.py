@@ -114,7 +114,7 @@ def journalctl_into_tail(journal: Path, state: Path, endpoint: str, *jargs: str)
 
 
 @needs_journal
-@pytest.mark.parametrize("fmt", ["json", "short-iso", "short-precise", "short"])
+@pytest.mark.parametrize("fmt", ["json", "short-iso", "short-precise"])
 def test_journalctl_pipe_gives_the_spans_of_a_backfill(fmt: str, journal_and_truth, tmp_path: Path,
                                                         otlp_http: OtlpHttpReceiver) -> None:
     journal, truth = journal_and_truth

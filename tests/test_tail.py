@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import json
 import os
 import random
 import shutil
@@ -166,33 +167,41 @@ def check_same(receiver: OtlpHttpReceiver, expected: set[str], tail: Tail, *, ex
         assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} connections exported twice"
 
 
-def test_rename_rotation_of_a_file_that_does_not_exist_yet(tmp_path: Path, otlp_http: OtlpHttpReceiver,
-                                                          tail_factory) -> None:
-    """logrotate ``create`` (with a writer that logs three more lines to the renamed file before it
-    reopens), then ``postfix logrotate`` (a dated name, compressed right away)."""
+def test_rename_rotations_delete_and_sighup_of_a_file_that_does_not_exist_yet(
+        tmp_path: Path, otlp_http: OtlpHttpReceiver, tail_factory) -> None:
+    """One follower through: the file appearing after the start; logrotate ``create`` with a
+    writer that logs three more lines to the renamed file before it reopens; SIGHUP; delete and
+    re-create; ``postfix logrotate`` (a dated name, compressed right away)."""
     log = tmp_path / "mail.log"
-    lines = shifted_copies(3)
+    lines = shifted_copies(4)
     expect = backfill_ids(lines, tmp_path)
-    n = len(lines) // 3
+    n = len(lines) // 4
     tail = tail_factory(otlp_http.endpoint, [log])
     tail.start()  # mail.log does not exist yet
     write(log, lines[:n - 3])
     with open(log, "a") as old:
         os.rename(log, tmp_path / "mail.log.1")
         old.write("".join(lines[n - 3:n]))  # the writer has not reopened yet
-    write(log, lines[n:2 * n])
+    write(log, lines[n:n + 50])
+    assert tail.proc is not None
+    tail.proc.send_signal(signal.SIGHUP)
+    write(log, lines[n + 50:2 * n])
+    log.unlink()
+    time.sleep(0.3)
+    write(log, lines[2 * n:3 * n])
     rotated = tmp_path / "mail.log.20261122-031500"
     os.rename(log, rotated)
-    write(log, lines[2 * n:])
+    write(log, lines[3 * n:])
     with open(rotated, "rb") as src, gzip.open(str(rotated) + ".gz", "wb") as dst:
         shutil.copyfileobj(src, dst)
     rotated.unlink()
     expected = expect.result()
-    assert len(expected) == 3 * 14
+    assert len(expected) == 4 * 14
     wait_for_ids(otlp_http, expected, tail)
     tail.stop()
     check_same(otlp_http, expected, tail)
-    assert "rotations 2" in tail.err()
+    err = tail.err()
+    assert "rotations 3" in err and "SIGHUP" in err
 
 
 def test_copytruncate(tmp_path: Path, otlp_http: OtlpHttpReceiver, tail_factory) -> None:
@@ -219,24 +228,6 @@ def test_copytruncate(tmp_path: Path, otlp_http: OtlpHttpReceiver, tail_factory)
     tail.stop()
     check_same(otlp_http, expected, tail)
     assert "truncations 2" in tail.err()
-
-
-def test_delete_and_recreate(tmp_path: Path, otlp_http: OtlpHttpReceiver, tail_factory) -> None:
-    log = tmp_path / "mail.log"
-    lines = shifted_copies(2)
-    expect = backfill_ids(lines, tmp_path)
-    n = len(lines) // 2
-    log.touch()
-    tail = tail_factory(otlp_http.endpoint, [log])
-    tail.start()
-    write(log, lines[:n])
-    log.unlink()
-    time.sleep(0.3)
-    write(log, lines[n:])
-    expected = expect.result()
-    wait_for_ids(otlp_http, expected, tail)
-    tail.stop()
-    check_same(otlp_http, expected, tail)
 
 
 def test_kill_9_at_random_points_then_restart(tmp_path: Path, otlp_http: OtlpHttpReceiver,
@@ -293,6 +284,13 @@ def test_sigterm_mid_stream_saves_state_and_restart_continues(tmp_path: Path, ot
     wait_for_ids(otlp_http, expected, tail)
     tail.stop()
     check_same(otlp_http, expected, tail)  # a clean stop sends nothing twice
+    # bounded state: closed sessions left it; what remains are the two deferred queue IDs (kept for
+    # their later deliveries, reused by every copy) and the metric series
+    doc = json.loads(tail.state.read_text())
+    pf = doc["pipeline"]["correlators"]["postfix"]
+    assert pf["sessions"] == [] and pf["closing"] == []
+    assert len(pf["messages"]) <= 2
+    assert len(tail.state.read_bytes()) < 64 * 1024
 
 
 def test_collector_down_for_a_while_loses_nothing(tmp_path: Path, otlp_http: OtlpHttpReceiver,
@@ -328,7 +326,7 @@ def test_lossy_keeps_reading_and_counts_what_it_drops(tmp_path: Path, otlp_http:
     tail.stop(max_s=4)
     err = tail.err()
     warnings = [line for line in err.splitlines() if "(--lossy)" in line and " lost " not in line]
-    assert 1 <= len(warnings) <= 4, err  # once per signal and condition, not per line or batch
+    assert 1 <= len(warnings) <= 2, err  # once per signal, not per line or batch
     assert len(set(warnings)) == len(warnings), err
     assert "spans: " in err and "dropped (--lossy)" in err
 
@@ -372,45 +370,3 @@ def test_first_start_reads_from_the_end(tmp_path: Path, otlp_http: OtlpHttpRecei
     wait_for_ids(otlp_http, expected, tail)
     tail.stop()
     check_same(otlp_http, expected, tail)
-
-
-def test_sighup_reopens_and_goes_on(tmp_path: Path, otlp_http: OtlpHttpReceiver, tail_factory) -> None:
-    log = tmp_path / "mail.log"
-    lines = shifted_copies(2)
-    expect = backfill_ids(lines, tmp_path)
-    n = len(lines) // 2
-    log.touch()
-    tail = tail_factory(otlp_http.endpoint, [log])
-    tail.start()
-    write(log, lines[:n])
-    assert tail.proc is not None
-    tail.proc.send_signal(signal.SIGHUP)
-    write(log, lines[n:])
-    expected = expect.result()
-    wait_for_ids(otlp_http, expected, tail)
-    tail.stop()
-    check_same(otlp_http, expected, tail)
-    assert "SIGHUP" in tail.err()
-
-
-def test_state_file_is_bounded_after_sessions_close(tmp_path: Path, otlp_http: OtlpHttpReceiver,
-                                                    tail_factory) -> None:
-    """Closed sessions leave the state; what remains are the deferred messages (kept for their
-    later deliveries) and the metric series."""
-    import json
-
-    log = tmp_path / "mail.log"
-    log.touch()
-    tail = tail_factory(otlp_http.endpoint, [log])
-    tail.start()
-    lines = shifted_copies(6)
-    expect = backfill_ids(lines, tmp_path)
-    write(log, lines, rate=2000)
-    expected = expect.result()
-    wait_for_ids(otlp_http, expected, tail)
-    tail.stop()
-    doc = json.loads(tail.state.read_text())
-    pf = doc["pipeline"]["correlators"]["postfix"]
-    assert pf["sessions"] == [] and pf["closing"] == []
-    assert len(pf["messages"]) <= 2  # the two deferred queue IDs, reused by every copy
-    assert len(tail.state.read_bytes()) < 64 * 1024
