@@ -370,3 +370,59 @@ def test_first_start_reads_from_the_end(tmp_path: Path, otlp_http: OtlpHttpRecei
     wait_for_ids(otlp_http, expected, tail)
     tail.stop()
     check_same(otlp_http, expected, tail)
+
+
+def _postfix_recorder():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("postfix_record", FIXTURES / "postfix" / "record.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.mta
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/sbin/postfix"),
+                    reason="needs root and Postfix (fixtures/postfix/install.sh installs it)")
+def test_real_postfix_logrotate_while_followed(tmp_path: Path, otlp_http: OtlpHttpReceiver,
+                                               tail_factory) -> None:
+    """A real Postfix writes its maillog_file while ``tail`` follows it; ``postfix logrotate``
+    renames it (dated suffix), makes postlogd reopen and gzips the old file. The spans equal those
+    of a backfill of the rotated and the new file."""
+    rec = _postfix_recorder()
+    if rec.postfix_running() is not None or rec.port_in_use(rec.SMTPD_PORT):
+        pytest.skip("a Postfix is already running here (another test or recorder)")
+    rec.ensure_users()
+    rec.ensure_cert()
+    rec.reset_state()
+    rec.configure("tail-logrotate", {"smtpd_client_port_logging": "yes"})
+    sink = rec.start_sink()
+    tail = tail_factory(otlp_http.endpoint, [rec.MAILLOG])
+    rotated: list[Path] = []
+    try:
+        tail.start()
+        rec.start_postfix()
+        before = set(rec.WORK.iterdir())
+        for scenario in (rec.sc_clean_local, rec.sc_two_messages_rset, rec.sc_multi_rcpt):
+            scenario()
+        time.sleep(1)
+        rec.sh(["postfix", "logrotate"])
+        rotated = sorted(p for p in set(rec.WORK.iterdir()) - before if p.name.startswith("maillog."))
+        for scenario in (rec.sc_clean_local, rec.sc_unknown_user, rec.sc_starttls):
+            scenario()
+        rec.wait_for_queue(30, until_empty=True)
+    finally:
+        rec.stop_postfix()
+        rec.stop_sink(sink)
+    assert [p.suffix for p in rotated] == [".gz"], rotated
+    with gzip.open(rotated[0], "rt") as old:
+        expected = _backfill_ids([old.read() + rec.MAILLOG.read_text()], tmp_path)
+    assert len(expected) == 6
+    wait_for_ids(otlp_http, expected, tail)
+    tail.stop()
+    check_same(otlp_http, expected, tail)
+    assert "rotations 1" in tail.err()
+    for p in rotated:
+        p.unlink()
