@@ -291,6 +291,11 @@ def test_sigterm_mid_stream_saves_state_and_restart_continues(tmp_path: Path, ot
     assert pf["sessions"] == [] and pf["closing"] == []
     assert len(pf["messages"]) <= 2
     assert len(tail.state.read_bytes()) < 64 * 1024
+    # cumulative metric series continue across the restart: one start time, totals never go back
+    points = sorted(otlp_http.received.metric_points("postfix.connections"), key=lambda p: p.time_unix_nano)
+    assert points and len({p.start_time_unix_nano for p in points}) == 1
+    values = [p.as_int or p.as_double for p in points]
+    assert values == sorted(values) and values[-1] <= len(expected)
 
 
 def test_collector_down_for_a_while_loses_nothing(tmp_path: Path, otlp_http: OtlpHttpReceiver,
