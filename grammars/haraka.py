@@ -28,7 +28,7 @@ from typing import Any
 
 import pyparsing as pp
 
-from .common import Rule, alt, as_float, as_int, lit, many, opt, rx, seq
+from .common import Rule, as_float, as_int, lit, many, opt, rx, seq
 
 MTA = "haraka"
 
@@ -167,11 +167,10 @@ REWRITE = rewrite
 
 # --- the head of a DEFAULT record --------------------------------------------------------------
 
-ORIGIN = rx(r"[^\]]+", "origin")
 PREFIX = seq(
     "[", rx(LEVELS, "level"), "] ",
-    alt(seq("[", rx("-|" + UUID_RE + r"(?:\.\d+){0,2}", "uuid"), "] [", ORIGIN, "] "),
-        seq("[", ORIGIN, "] ")),
+    opt("[", rx("-|" + UUID_RE + r"(?:\.\d+){0,2}", "uuid"), "] "),
+    "[", rx(r"(?![0-9A-Fa-f]{8}-)[^\]]+", "origin"), "] ",  # a cut UUID is no origin
     many("[", rx(r"[^\]]*", "extra"), "] "),
     opt(" "),
 )
@@ -244,28 +243,35 @@ RULES: list[Rule] = [
 ]
 
 
-# Where a rule's leading literal text does not say enough, the fallback's guard uses this instead.
+# The fallback leaves a line unparsed when it starts with the first word of a rule's shape; where
+# that word is too common (plugins write "client …", "Failed …"), the rule's longer lead instead.
 _LEADS = {
     "hook_result": "hook=",
+    "client_gone": "client (?:half|dropped|connection)",
+    "client_has_disconnected": "client has",
     "data_problem": "Client sent bare line-feed|Incoming message ",
+    "temp_fail": "Temp failing ",
+    "temp_fail_debug": "Temp fail for",
+    "socket_fail": "Failed to get socket",
+    "mx_lookup_fail": "MX Lookup for ",
     "not_deferring": "[Pp]lugin responded with: ",
+    "log_format": "log format: ",
+    "startup": "Starting up Haraka",
+    "send_email": "Sending email via",
+    "sending_mail": "Sending mail: ",
     "shutdown": r"Shutting down|SIG[A-Z]+ received",
 }
 
 
-def _literal_lead(expr: Any) -> str:
-    """The literal text every match of ``expr`` starts with (nested sequences flattened)."""
-    out = []
-    stack = [expr]
-    while stack:
-        el = stack.pop(0)
-        if isinstance(el, pp.And):
-            stack[:0] = list(el.exprs)
-        elif isinstance(el, pp.Literal):
-            out.append(re.escape(el.match))
-        else:
-            break
-    return "".join(out)
+def _first_word(expr: Any) -> str:
+    """The first word every match of ``expr`` starts with (nested sequences flattened)."""
+    el = expr
+    while isinstance(el, pp.And):
+        el = el.exprs[0]
+    if not isinstance(el, pp.Literal):
+        return ""
+    word = el.match.split(" ", 1)[0]
+    return re.escape(word) + (r"\b" if word[-1:].isalnum() else "")
 
 
 def _fallback() -> Rule:
@@ -274,11 +280,11 @@ def _fallback() -> Rule:
     unparsed, so a changed line shape shows in ``check``."""
     leads = []
     for rule in RULES:
-        lead = _LEADS.get(rule.name) or _literal_lead(rule.expr)
+        lead = _LEADS.get(rule.name) or _first_word(rule.expr)
         if not lead:
             raise ValueError(f"rule {rule.name}: no literal lead; name one in _LEADS")
         leads.append(lead)
-    guard = r"(?!" + "|".join(leads) + r"|\[(?:" + LEVELS + r")\] |\{\"|level=)"
+    guard = r"(?!" + "|".join(dict.fromkeys(leads)) + r"|\[\w+\]\s|\{\"|level=)"
     return Rule("other", rx(guard + r".*", "text"))
 
 
