@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import errno
 import gzip
 import hashlib
 import logging
@@ -53,7 +52,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from maillog2otel import journal
@@ -111,6 +110,52 @@ def _decode(raw: bytes, stats: FollowStats) -> str:
     return text[:-1] if text.endswith("\r") else text
 
 
+class _Lines:
+    """Bytes from a pipe -> (text, offset) of complete lines; a line over ``MAX_LINE_BYTES`` keeps
+    its head, the rest up to its newline is skipped (and counted)."""
+
+    def __init__(self, stats: FollowStats, offset: int = 0) -> None:
+        self.stats = stats
+        self.buf = bytearray()
+        self.offset = offset
+        self.head: bytes | None = None
+        self.skipped = 0
+
+    def feed(self, chunk: bytes) -> Iterator[tuple[str, int]]:
+        buf = self.buf
+        buf += chunk
+        while (nl := buf.find(b"\n")) >= 0:
+            if self.head is not None:
+                raw, n = self.head, len(self.head) + self.skipped + nl + 1
+                self.head, self.skipped = None, 0
+            else:
+                raw, n = bytes(buf[:nl]), nl + 1
+            del buf[:nl + 1]
+            start = self.offset
+            self.offset += n
+            self.stats.lines += 1
+            yield _decode(raw, self.stats), start
+        if len(buf) >= MAX_LINE_BYTES:
+            if self.head is None:
+                self.head = bytes(buf[:MAX_LINE_BYTES])
+                self.skipped = len(buf) - MAX_LINE_BYTES
+                self.stats.oversized += 1
+            else:
+                self.skipped += len(buf)
+            buf.clear()
+
+    def end(self) -> Iterator[tuple[str, int]]:
+        """The input ended: a last line without its newline."""
+        if self.buf or self.head is not None:
+            raw = self.head if self.head is not None else bytes(self.buf)
+            start = self.offset
+            self.offset += len(self.head or b"") + self.skipped + len(self.buf)
+            self.buf.clear()
+            self.head, self.skipped = None, 0
+            self.stats.lines += 1
+            yield _decode(raw, self.stats), start
+
+
 @dataclass(slots=True)
 class FollowStats:
     lines: int = 0
@@ -122,27 +167,32 @@ class FollowStats:
     recovered: int = 0  # copytruncate tails read from the copy
     intermediates: int = 0  # rotated generations read whole
     lost: int = 0  # generations from the state that could not be found again
-    skipped_journal: int = 0  # journald entries at or before the saved cursor
 
 
-@dataclass(eq=False, slots=True)
 class Gen:
     """One open generation of a followed file."""
 
-    fh: Any
-    name: str  # where it was when opened
-    dev: int
-    ino: int
-    fp: str
-    fp_len: int
-    offset: int  # bytes consumed: the end of the last complete line handed out
-    pos: int  # bytes read from the file (offset + buffered)
-    live: bool  # the file now at the followed path
-    gz: bool = False
-    deadline: float | None = None  # not live: close at EOF once the monotonic clock passes this
-    buf: bytearray = field(default_factory=bytearray)
-    head: bytes | None = None  # first bytes of an oversized line being skipped
-    skipped: int = 0
+    __slots__ = ("deadline", "dev", "fh", "fp", "fp_len", "gz", "ino", "lines", "live", "name", "pos")
+
+    def __init__(self, fh: Any, name: str, st: os.stat_result, head: bytes, offset: int, *, live: bool,
+                 gz: bool, stats: FollowStats, deadline: float | None = None) -> None:
+        self.fh, self.name, self.dev, self.ino = fh, name, st.st_dev, st.st_ino  # name: where it was opened
+        self.fp, self.fp_len = _sha(head), len(head)
+        self.pos = offset  # bytes read from the file
+        self.live = live  # the file now at the followed path
+        self.gz = gz
+        self.deadline = deadline  # not live: close at EOF once the monotonic clock passes this
+        self.lines = _Lines(stats, offset)
+
+    @property
+    def offset(self) -> int:
+        """Bytes consumed: the end of the last complete line handed out (the resume point)."""
+        return self.lines.offset
+
+    def rewind(self, stats: FollowStats) -> None:
+        self.fh.seek(0)
+        self.pos = 0
+        self.lines = _Lines(stats, 0)
 
     def identity(self) -> dict[str, Any]:
         return {"name": self.name, "dev": self.dev, "ino": self.ino, "fp": self.fp, "fp_len": self.fp_len,
@@ -216,29 +266,8 @@ class Follower:
         return None
 
     def _read(self, g: Gen) -> Iterator[tuple[str, int]]:
-        stats = self.stats
-        buf = g.buf
+        yield from g.lines.feed(b"")  # lines left over when a reader stopped half-way
         while True:
-            while (nl := buf.find(b"\n")) >= 0:
-                if g.head is not None:  # the end of an oversized line: keep its head only
-                    raw, n = g.head, len(g.head) + g.skipped + nl + 1
-                    g.head, g.skipped = None, 0
-                else:
-                    raw, n = bytes(buf[:nl]), nl + 1
-                del buf[:nl + 1]
-                start = g.offset
-                g.offset += n
-                stats.lines += 1
-                stats.bytes += n
-                yield _decode(raw, stats), start
-            if len(buf) >= MAX_LINE_BYTES:
-                if g.head is None:
-                    g.head = bytes(buf[:MAX_LINE_BYTES])
-                    g.skipped = len(buf) - MAX_LINE_BYTES
-                    stats.oversized += 1
-                else:
-                    g.skipped += len(buf)
-                buf.clear()
             try:
                 chunk = g.fh.read(CHUNK)
             except (OSError, EOFError, zlib.error) as exc:
@@ -249,7 +278,8 @@ class Follower:
             if not chunk:
                 break
             g.pos += len(chunk)
-            buf += chunk
+            self.stats.bytes += len(chunk)
+            yield from g.lines.feed(chunk)
         if g.live and not g.gz and g.fp_len < FP_MAX and g.pos > g.fp_len:
             with contextlib.suppress(OSError):
                 head = os.pread(g.fh.fileno(), FP_MAX, 0)
@@ -257,15 +287,7 @@ class Follower:
 
     def _finish(self, g: Gen) -> Iterator[tuple[str, int]]:
         """Close a generation nobody writes to any more; its last line may lack a newline."""
-        if g.buf or g.head is not None:
-            raw = g.head if g.head is not None else bytes(g.buf)
-            start, n = g.offset, g.pos - g.offset
-            g.buf.clear()
-            g.head, g.skipped = None, 0
-            g.offset = g.pos
-            self.stats.lines += 1
-            self.stats.bytes += n
-            yield _decode(raw, self.stats), start
+        yield from g.lines.end()
         with contextlib.suppress(OSError):
             g.fh.close()
         if g in self.gens:
@@ -311,8 +333,7 @@ class Follower:
             self._warn_once(f"open:{path}", "%s: cannot open: %s", path, exc)
             return None
         self._warned.discard(f"open:{path}")
-        return Gen(fh, path, st.st_dev, st.st_ino, _sha(head), len(head), offset, offset, live, gz,
-                   deadline)
+        return Gen(fh, path, st, head, offset, live=live, gz=gz, stats=self.stats, deadline=deadline)
 
     def _siblings(self) -> list[tuple[str, os.stat_result]]:
         """Rotated generations beside the followed file (``mail.log.1``, ``mail.log-20260101.gz``,
@@ -400,10 +421,7 @@ class Follower:
                         self.path)
         if live.fp_len:
             self.done.append((live.fp, live.fp_len))
-        live.fh.seek(0)
-        live.offset = live.pos = 0
-        live.buf.clear()
-        live.head, live.skipped = None, 0
+        live.rewind(self.stats)
         head = os.pread(live.fh.fileno(), FP_MAX, 0)
         live.fp, live.fp_len = _sha(head), len(head)
 
@@ -507,7 +525,8 @@ class Follower:
             nl = tail.rfind(b"\n")
             pos = end - len(tail) + nl + 1 if nl >= 0 else end
         g.fh.seek(pos)
-        g.offset = g.pos = pos
+        g.pos = pos
+        g.lines = _Lines(self.stats, pos)
 
     def close(self) -> None:
         for g in self.gens:
@@ -948,52 +967,30 @@ class Tailer:
     def _run_stdin(self) -> None:
         fd = sys.stdin.fileno()
         framer = self._framer("-", 0)
-        buf = bytearray()
-        offset = 0
-        eof = False
+        lines = _Lines(self.input_stats)
         self._maybe_cycle(force=True)
         while not self.stop.is_set():
-            try:
-                ready, _, _ = select.select([fd], [], [], self.opts.cycle_s / 2)
-            except InterruptedError:  # pragma: no cover - PEP 475 retries
-                ready = []
-            if ready:
-                try:
-                    chunk = os.read(fd, CHUNK)
-                except BlockingIOError:
-                    chunk = None
-                except OSError as exc:
-                    if exc.errno != errno.EINTR:
-                        raise
-                    chunk = None
-                if chunk == b"":
-                    eof = True
-                elif chunk:
-                    buf += chunk
-                    framer.now_ns = time.time_ns()
-                    while (nl := buf.find(b"\n")) >= 0 and not self.stop.is_set():
-                        raw = bytes(buf[:nl])
-                        del buf[:nl + 1]
-                        self._line(framer, _decode(raw, self.input_stats), offset)
-                        offset += nl + 1
-                    if len(buf) > MAX_LINE_BYTES:
-                        self._line(framer, _decode(bytes(buf[:MAX_LINE_BYTES]), self.input_stats), offset)
-                        offset += len(buf)
-                        buf.clear()
-            if eof:
-                if buf:
-                    self._line(framer, _decode(bytes(buf), self.input_stats), offset)
-                    buf.clear()
-                # the input ended: closed sessions need not wait for more lines; open ones stay in
-                # the state for the run that continues after the cursor
+            ready, _, _ = select.select([fd], [], [], self.opts.cycle_s / 2)
+            chunk = os.read(fd, CHUNK) if ready else None
+            if chunk:
+                framer.now_ns = time.time_ns()
+                for text, offset in lines.feed(chunk):
+                    self._line(framer, text, offset)
+                    if self.stop.is_set():
+                        return
+            elif chunk == b"":  # EOF
+                for text, offset in lines.end():
+                    self._line(framer, text, offset)
+                # closed sessions need not wait for more lines; open ones stay in the state for the
+                # run that continues after the cursor
                 if self.clock.log_ns:
                     self.pipeline.tick(self.clock.log_ns + self._grace_ns())
-                break
+                return
             self._maybe_cycle()
 
     def _grace_ns(self) -> int:
-        return max((getattr(c, "s", None) and c.s.grace_ns) or 2 * NS
-                   for _, c in self.pipeline.stages.values()) if self.pipeline.stages else 2 * NS
+        graces = [getattr(getattr(c, "s", None), "grace_ns", 0) for _, c in self.pipeline.stages.values()]
+        return max(graces, default=0) or 2 * NS
 
     # --- export and checkpoint ---------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from maillog2otel.export.base import OtlpSink
 from maillog2otel.export.encode import Resources
 from maillog2otel.records import SpanData
 from maillog2otel.sources import MAX_LINE_BYTES
-from maillog2otel.tail import BufferedSink, Follower, LogClock, _ExportGuard
+from maillog2otel.tail import BufferedSink, Follower, FollowStats, LogClock, _ExportGuard, _Lines
 
 # --- the state file --------------------------------------------------------------------------------
 
@@ -125,6 +125,15 @@ def test_oversized_lines_are_cut_and_counted(tmp_path: Path) -> None:
     out = lines_of(f)
     assert [len(x) for x in out] == [MAX_LINE_BYTES, 4] and f.stats.oversized == 1
     assert f.save()["gens"][0]["offset"] == MAX_LINE_BYTES + 5000 + 1 + 5
+
+
+def test_lines_from_a_pipe_in_pieces() -> None:
+    stats = FollowStats()
+    lines = _Lines(stats)
+    out = [*lines.feed(b"a\r\nb"), *lines.feed(b"b\n" + b"x" * MAX_LINE_BYTES), *lines.feed(b"yyy\nlast")]
+    out += lines.end()
+    assert out == [("a", 0), ("bb", 3), ("x" * MAX_LINE_BYTES, 6), ("last", 6 + MAX_LINE_BYTES + 4)]
+    assert stats.oversized == 1 and stats.lines == 4
 
 
 def test_rename_rotation_finishes_the_old_file_first(tmp_path: Path) -> None:
