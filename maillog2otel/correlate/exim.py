@@ -22,19 +22,16 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 from maillog2otel.correlate.base import NS, CorrelateSettings, Grace, Stats, Table
+from maillog2otel.correlate.exim_messages import REPLY, MessageBook
 from maillog2otel.correlate.exim_span import MTA, Session, Txn, build_connection, tls_attrs
-from maillog2otel.correlate.postfix import next_hop_queue_id
-from maillog2otel.records import Count, Delivery, Event, MessageDone, Output, SpanEvent
-from maillog2otel.telemetry.ids import ids_for, span_id_for
+from maillog2otel.records import Count, Event, Output, SpanEvent
+from maillog2otel.telemetry.ids import ids_for
 
 SYNTHETIC_IDLE_NS = 60 * NS  # a session without connection lines ends a minute after its last line
 _B62 = {c: i for i, c in enumerate("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")}
-_RETRY_NOT_DUE = re.compile(r"retry time not (?:yet )?reached", re.IGNORECASE)
-_REPLY = re.compile(r"(?:^|: )(?P<code>[2-5]\d\d)[ -](?:(?P<enh>[245]\.\d{1,3}\.\d{1,3})\b)?")
 _LOCAL_SMTP = re.compile(r"local-e?smtp")  # -bs: SMTP over a pipe (not -bS batches)
 _TLS_PROTO = re.compile(r"(?:utf8)?(?:e?smtpsa?|e?ssmtpa?)")
 _CLOSE = {"by QUIT": "quit", "by EOF": "eof", "by DROP in ACL": "drop_acl"}
@@ -64,24 +61,6 @@ def _angle(text: str | None) -> str:
     return text[1:-1] if text[:1] == "<" and text[-1:] == ">" else text
 
 
-@dataclass(slots=True)
-class Message:
-    msgid: str
-    host: str
-    trace_id: bytes
-    parent_span_id: bytes | None
-    first_ns: int
-    last_ns: int
-    origin: str = "smtpd"  # smtpd | local | bounce | unknown (arrived before the log began)
-    mail_from: str | None = None
-    size: int | None = None
-    parent_msgid: str | None = None
-    attempts: int = 0
-    host_note: str | None = None  # the transport's note on the host, for the next == / **
-    session: Session | None = None
-    txn: Txn | None = None
-
-
 class EximCorrelator:
     mta = MTA
 
@@ -91,7 +70,7 @@ class EximCorrelator:
         self.sessions: Table[str, Session] = Table(self.s.max_sessions, self.stats, "session")
         self.synthetic: Table[str, Session] = Table(self.s.max_sessions, self.stats, "synthetic_session")
         self.closing: Grace[Session] = Grace()
-        self.messages: Table[tuple[str, str], Message] = Table(self.s.max_messages, self.stats, "message")
+        self.book = MessageBook(self.s, self.stats)
         self.by_pid: dict[tuple[str, int], Session] = {}
         self.by_ci: dict[tuple[str, str], Session] = {}
         self.by_addr: dict[tuple[str, str, int | None], list[Session]] = {}
@@ -106,9 +85,7 @@ class EximCorrelator:
             "data_timeout": self._ended, "call_dropped": self._ended, "dropped_by_acl": self._ended,
             "tls_error": self._tls_error, "rejected": self._rejected,
             "incomplete_transaction": self._incomplete,
-            "arrival": self._arrival, "delivery": self._delivery, "failure": self._failure,
-            "deferral": self._deferral, "completed": self._completed, "host_error": self._host_error,
-            "rejectlog_envelope": self._envelope, "auth_failed": self._auth_failed,
+            "arrival": self._arrival, "rejectlog_envelope": self._envelope, "auth_failed": self._auth_failed,
             "protocol_error": self._protocol_error,
         }
         for rule in ("rejected_helo", "rejected_helo_verify", "rejected_mail", "unqualified_rejected",
@@ -117,6 +94,7 @@ class EximCorrelator:
             h[rule] = self._other_rejection
         for rule in ("sender_verify", "acl_warning", "eof_on_input"):
             h[rule] = self._session_note
+        h.update(self.book.handlers)
 
     # --- pipeline interface --------------------------------------------------------------
 
@@ -162,9 +140,7 @@ class EximCorrelator:
             s.error = s.error or "session idle: no close logged"
             self.stats.bump("session_idle")
             out.append(self._emit(s))
-        while (m := self.messages.oldest()) is not None and now - m.last_ns > self.s.message_retention_ns:
-            self.messages.pop((m.host, m.msgid))
-            self.stats.bump("message_expired_from_state")
+        self.book.expire(now)
 
     def finish(self) -> list[Output]:
         """End of input: closed and synthetic sessions go out; open ones end as ERROR "log ended"."""
@@ -179,7 +155,7 @@ class EximCorrelator:
         return out
 
     def open_counts(self) -> dict[str, int]:
-        return {"sessions": len(self.sessions) + len(self.synthetic), "messages": len(self.messages)}
+        return {"sessions": len(self.sessions) + len(self.synthetic), "messages": len(self.book.table)}
 
     def oldest_open_ns(self) -> int | None:
         starts = [s.start_ns for s in (self.sessions.oldest(), self.synthetic.oldest()) if s is not None]
@@ -514,7 +490,7 @@ class EximCorrelator:
         self.entry[ev.record.stream] = (s, None)
         if s is None:
             return
-        m = _REPLY.search(f.get("reason", ""))
+        m = REPLY.search(f.get("reason", ""))
         attrs: dict[str, Any] = {"smtp.auth.accepted": False, "smtp.auth.method": f["authenticator"],
                                  "smtp.auth.reason": f.get("reason", "")}
         if m:
@@ -559,32 +535,6 @@ class EximCorrelator:
 
     # --- messages ------------------------------------------------------------------------
 
-    def _new_message(self, ev: Event, msgid: str, s: Session | None) -> Message:
-        host, ts = ev.record.host, ev.record.ts_ns
-        if s is not None:
-            trace_id, parent = s.trace_id, s.span_id
-        else:
-            trace_id, _ = ids_for(f"exim|{host}|message|{msgid}|{ts}")
-            parent = None
-        msg = Message(msgid, host, trace_id, parent, ts, ts, session=s)
-        if self.messages.pop((host, msgid)) is not None:
-            self.stats.bump("message_id_reused")
-        self.messages.put((host, msgid), msg)
-        return msg
-
-    def _message(self, ev: Event) -> Message | None:
-        msgid = ev.fields.get("msgid")
-        if msgid is None:
-            self.stats.bump("message_line_without_id")
-            return None
-        msg = self.messages.get((ev.record.host, msgid))
-        if msg is None:  # its arrival is before the log began
-            self.stats.bump("message_seen_mid_flight")
-            msg = self._new_message(ev, msgid, None)
-            msg.origin = "unknown"
-        msg.last_ns = max(msg.last_ns, ev.record.ts_ns)
-        return msg
-
     def _arrival(self, ev: Event, out: list[Output]) -> None:
         f, rec = ev.fields, ev.record
         msgid = f.get("msgid")
@@ -597,7 +547,7 @@ class EximCorrelator:
         s = None
         if h is not None or _LOCAL_SMTP.match(proto):
             s = self._find(ev, h, None if h else tags.get("U"), create=True, msgid=msgid)
-        msg = self._new_message(ev, msgid, s)
+        msg = self.book.new(ev, msgid, s)
         msg.mail_from, msg.size = f["sender"], size
         parent = tags.get("R")
         if s is not None:
@@ -619,132 +569,20 @@ class EximCorrelator:
             self._auth(s, tags)
         elif parent is not None:
             msg.origin, msg.parent_msgid = "bounce", parent
-            pm = self.messages.get((rec.host, parent))
+            pm = self.book.table.get((rec.host, parent))
             if pm is not None:  # the bounce joins its parent's trace
                 msg.trace_id, msg.parent_span_id = pm.trace_id, pm.parent_span_id
         else:
             msg.origin = "local"
 
-    def _delivery(self, ev: Event, out: list[Output]) -> None:
-        f = ev.fields
-        if f["flag"] == "*>":  # suppressed by -N: nothing was delivered
-            self.stats.bump("delivery_suppressed")
-            return
-        msg = self._message(ev)
-        if msg is None:
-            return
-        tags = f["tags"]
-        rcpt = f.get("original") or f["address"]
-        attrs = self._delivery_attrs(f, tags, rcpt)
-        attrs["exim.flag"] = f["flag"]
-        response = str(tags.get("C", ""))
-        attrs["smtp.response"] = response
-        if nxt := next_hop_queue_id(response):
-            attrs["smtp.next_hop.queue_id"] = nxt
-        if msg.txn is not None and rcpt not in msg.txn.accepted:
-            msg.txn.accepted.append(rcpt)
-        out.append(self._span(msg, ev, rcpt, "delivered", attrs))
-
-    def _failure(self, ev: Event, out: list[Output]) -> None:
-        msg = self._message(ev)
-        if msg is None:
-            return
-        f = ev.fields
-        rcpt = f.get("original") or f["address"]
-        attrs = self._delivery_attrs(f, {**f["tags"], **({"DT": f["DT"]} if "DT" in f else {})}, rcpt)
-        attrs["smtp.response"] = f.get("message", "")
-        out.append(self._span(msg, ev, rcpt, "bounced", attrs, error=attrs["smtp.response"] or "bounced"))
-
-    def _deferral(self, ev: Event, out: list[Output]) -> None:
-        f = ev.fields
-        text = f.get("message") or f.get("strerror") or ""
-        if _RETRY_NOT_DUE.search(text):  # a queue run skipped it: not a delivery attempt
-            self.stats.bump("retry_not_due")
-            return
-        msg = self._message(ev)
-        if msg is None:
-            return
-        rcpt = f.get("original") or f["address"]
-        attrs = self._delivery_attrs(f, {**f["tags"], **f["tags2"]}, rcpt)
-        attrs["smtp.response"] = text
-        attrs["exim.errno"] = f["errno"]
-        out.append(self._span(msg, ev, rcpt, "deferred", attrs))
-
-    def _host_error(self, ev: Event, out: list[Output]) -> None:
-        msg = self._message(ev)
-        if msg is not None:
-            msg.host_note = f"{ev.fields['relay_name']} [{ev.fields['relay_address']}]: {ev.fields['error']}"
-
-    def _completed(self, ev: Event, out: list[Output]) -> None:
-        msgid = ev.fields.get("msgid")
-        msg = self.messages.pop((ev.record.host, msgid)) if msgid else None
-        if msg is not None:
-            out.append(MessageDone(MTA, ev.record.host, msg.trace_id, ev.record.ts_ns))
-
-    def _delivery_attrs(self, f: dict[str, Any], tags: dict[str, Any], rcpt: str) -> dict[str, Any]:
-        a: dict[str, Any] = {}
-        if f["address"] != rcpt:
-            a["exim.address"] = f["address"]
-        for tag, name in (("R", "exim.router"), ("T", "exim.transport"), ("S", "exim.delivery.size_bytes"),
-                          ("QT", "exim.queue_time_s"), ("DT", "exim.deliver_time_s")):
-            if tags.get(tag) is not None:
-                a[name] = tags[tag]
-        h = tags.get("H")
-        if h:
-            a["smtp.relay"] = h["raw"]
-            a["server.address"] = h["address"]
-            if "port" in h:
-                a["server.port"] = h["port"]
-            if "name" in h:
-                a["net.peer.name"] = h["name"]
-            if h.get("reused"):
-                a["exim.connection_reused"] = True
-        a.update(tls_attrs(tags))
-        if "A" in tags:
-            a["smtp.auth.method"] = str(tags["A"]).split(":")[0]
-        return a
-
-    def _span(self, msg: Message, ev: Event, rcpt: str, result: str, attrs: dict[str, Any], *,
-              error: str | None = None) -> Delivery:
-        ts = ev.record.ts_ns
-        msg.attempts += 1
-        text = str(attrs.get("smtp.response", ""))
-        if (m := _REPLY.search(text)) is not None:
-            attrs["smtp.response.code"] = int(m["code"])
-            if m["enh"]:
-                attrs["smtp.dsn"] = m["enh"]
-        if msg.host_note and result != "delivered":
-            attrs["exim.host_error"] = msg.host_note
-        msg.host_note = None
-        attrs.update({"smtp.queue_id": msg.msgid, "smtp.rcpt_to": rcpt, "smtp.result": result,
-                      "mta.name": MTA, "smtp.message.origin": msg.origin})
-        if msg.mail_from is not None:
-            attrs["smtp.mail_from"] = msg.mail_from
-        if msg.parent_msgid:
-            attrs["smtp.parent_queue_id"] = msg.parent_msgid
-        dt = attrs.get("exim.deliver_time_s")
-        start = ts - int(dt * NS) if isinstance(dt, float) else ts
-        span_id = span_id_for(f"{msg.trace_id.hex()}|{msg.msgid}|{rcpt}|{ts}|{result}|{msg.attempts}")
-        return Delivery(MTA, msg.host, msg.trace_id, span_id, msg.parent_span_id, min(start, ts), ts, result,
-                        attrs, error)
-
     # --- state across restarts (tail) ------------------------------------------------------
 
     def save_state(self) -> dict[str, Any]:
-        sessions = [*self.sessions.values(), *self.synthetic.values(), *self.closing.items()]
-        messages = []
-        for m in self.messages.values():
-            d = {k: getattr(m, k) for k in Message.__slots__ if k not in ("session", "txn")}  # type: ignore[attr-defined]
-            d["trace_id"] = m.trace_id.hex()
-            d["parent_span_id"] = m.parent_span_id.hex() if m.parent_span_id else None
-            live = m.session is not None and m.session in sessions and m.txn in m.session.txns
-            d["session"] = m.session.key if live else None  # type: ignore[union-attr]
-            d["txn"] = m.session.txns.index(m.txn) if live else None  # type: ignore[union-attr, arg-type]
-            messages.append(d)
+        live = [*self.sessions.values(), *self.synthetic.values(), *self.closing.items()]
         return {"now_ns": self.now_ns, "sessions": [s.state() for s in self.sessions.values()],
                 "synthetic": [s.state() for s in self.synthetic.values()],
                 "closing": [[due, s.state()] for due, s in self.closing.entries()],
-                "messages": messages, "stats": dict(self.stats.counts)}
+                "messages": self.book.save(live), "stats": dict(self.stats.counts)}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.now_ns = state.get("now_ns", 0)
@@ -767,14 +605,4 @@ class EximCorrelator:
                 self.synth.setdefault((s.host, s.ip or f"user:{s.user}"), []).append(s)
             elif s.ip is not None:
                 self.by_addr.setdefault((s.host, s.ip, s.port), []).append(s)
-        for raw in state.get("messages", []):
-            d = dict(raw)
-            skey, tindex = d.pop("session"), d.pop("txn")
-            d["trace_id"] = bytes.fromhex(d["trace_id"])
-            d["parent_span_id"] = bytes.fromhex(d["parent_span_id"]) if d["parent_span_id"] else None
-            m = Message(**d)
-            if skey in by_key:
-                m.session = by_key[skey]
-                m.txn = m.session.txns[tindex] if tindex is not None else None
-            self.messages.put((m.host, m.msgid), m)
-
+        self.book.load(state.get("messages", []), by_key)
