@@ -603,6 +603,8 @@ def _attrs(c: Conn, d: dict[str, str]) -> dict[str, Any]:
     for k in ("errors", "txns", "bytes"):
         if d.get(k, "").isdigit():
             attrs[f"haraka.{k}"] = int(d[k])
+    if d.get("time"):
+        attrs["haraka.duration_s"] = d["time"]
     for k in ("rcpts", "msgs"):
         for part, value in zip(("accepted", "tempfailed", "rejected"), d.get(k, "").split("/"), strict=False):
             if value.isdigit():

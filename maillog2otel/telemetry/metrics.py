@@ -188,7 +188,10 @@ class Aggregator:
         """End of input: one last snapshot at the end of the interval in progress."""
         if self.bucket_end is None:
             return []
-        return self.snapshot(end_ns if end_ns is not None else self.bucket_end)
+        # a series may start after the last line's time (Haraka without stamps: a connection
+        # lasts its logged time= past the line): the last snapshot must still include it
+        latest = max((s.start_ns for s in self.series.values()), default=0)
+        return self.snapshot(max(end_ns if end_ns is not None else self.bucket_end, latest))
 
     def snapshot(self, time_ns: int) -> list[MetricData]:
         grouped: dict[tuple[str, str, str], list[Point]] = {}
