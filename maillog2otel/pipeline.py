@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+import logging
 import re
 import socket
 import time
@@ -292,13 +293,25 @@ def stream_records(paths: list[str], index: int, settings: Settings, pipeline: P
         ref = dt.datetime.fromtimestamp(mtime if mtime is not None else time.time(), clock.tz)
         year = YearGuess(ref.year, ref_month=ref.month)
     framer = Framer(stream=index, clock=clock, year=year, default_host=default_host(settings))
+    untimed = timed = 0
     for path in paths:
         for text, offset in read_lines(path, stats):
             rec = framer.frame(text, offset)
             if rec is None:
                 pipeline.unframed(text)
                 continue
+            if rec.ts_inferred:
+                untimed += 1
+            else:
+                timed += 1
             yield rec
+    if untimed > timed:  # a few stamp-less start-up lines are normal; a stamp-less log is not
+        logging.getLogger("maillog2otel").warning(
+            "%s: %d of %d lines carry no time (Haraka with timestamps=false?). A backfill cannot know "
+            "when they happened: their spans and metric points carry the last time seen before them, "
+            "or 1970-01-01 when there was none. Durations come from Haraka's own time= and stay right. "
+            "Set timestamps=true in Haraka's log.ini, or read such a log live with tail.",
+            paths[-1], untimed, untimed + timed)
 
 
 def backfill_records(paths: list[str], settings: Settings, pipeline: Pipeline,
