@@ -1002,7 +1002,10 @@ class Tailer:
         self._last_tick = mono
         if self.clock.log_ns:  # no log time before the first line
             self.pipeline.tick(self.clock.now())
-        if force or self.dirty or self.spans.pending() or self.metrics.pending():
+        # spans held for cross-hop stitching leave at a checkpoint (Pipeline.save_state): do not let
+        # them wait for the stitcher's window when lines are quiet
+        held = getattr(getattr(self.pipeline, "stitcher", None), "hold", None)
+        if force or self.dirty or self.spans.pending() or self.metrics.pending() or held:
             self._checkpoint()
 
     def _checkpoint(self) -> None:
