@@ -559,6 +559,10 @@ class LogClock:
         return max(self.log_ns, self.anchor_log + time.monotonic_ns() - self.anchor_wall - self.skew_ns)
 
 
+class TailError(statefile.StateError):
+    """A reason ``tail`` cannot start (the runner reports it as it reports state errors)."""
+
+
 class _Abort(BaseException):
     """Raised from a signal handler to leave an export that cannot finish at shutdown."""
 
@@ -770,10 +774,16 @@ class Tailer:
         self.pipeline = Pipeline(settings, self.spans, self.metrics, grammars_dir=grammars_dir)  # type: ignore[arg-type]
         self.clock = LogClock(options.skew_ns)
         self.followers: list[Follower] = []
+        if "-" in paths and not self.stdin:
+            raise TailError("tail reads either stdin (-) or files, not both")
         if not self.stdin:
             seen: set[str] = set()
             for p in paths:
                 ap = os.path.abspath(p)
+                if os.path.isdir(ap):
+                    raise TailError(f"{p}: is a directory; give the log files in it")
+                if not os.path.isdir(os.path.dirname(ap)):
+                    raise TailError(f"{os.path.dirname(ap)}: no such directory (it must exist to follow {p})")
                 if ap not in seen:
                     seen.add(ap)
                     self.followers.append(Follower(ap, len(self.followers), rotate_wait=options.rotate_wait))
@@ -911,8 +921,6 @@ class Tailer:
 
         dirs: dict[str, set[str]] = {}
         for f in self.followers:
-            if not os.path.isdir(f.dir):
-                raise statefile.StateError(f"{f.dir}: no such directory (it must exist to follow {f.path})")
             dirs.setdefault(f.dir, set()).add(f.base)
 
         def wanted(_change: object, path: str) -> bool:

@@ -431,3 +431,11 @@ def test_real_postfix_logrotate_while_followed(tmp_path: Path, otlp_http: OtlpHt
     assert "rotations 1" in tail.err()
     for p in rotated:
         p.unlink()
+
+
+@pytest.mark.parametrize(("path", "message"), [("/nonexistent-dir/mail.log", "no such directory"),
+                                                ("/tmp", "is a directory")])
+def test_paths_that_cannot_be_followed_are_refused(tmp_path: Path, path: str, message: str) -> None:
+    proc = run_cli("tail", "--state", str(tmp_path / "s.json"), "--exporter", "none", path, timeout=30)
+    assert proc.returncode == 2 and message in proc.stderr.decode(), proc.stderr.decode()
+    assert b"Traceback" not in proc.stderr
