@@ -142,7 +142,9 @@ class _Builder:
 # ---- Postfix
 
 _PF_LINE = re.compile(r"^(\w{3}) ([ \d]\d) (\d\d):(\d\d):(\d\d) (\S+) ([\w/.-]+)\[(\d+)\]: (.*)$")
-_PF_QID_HEAD = re.compile(r"^([0-9A-F]{6,12}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-y]{10}z[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-y]+): ")
+_PF_QID_HEAD = re.compile(
+    r"^([0-9A-F]{6,12}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-y]{10}z[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-y]+): "
+)
 _PF_QID_CHILD = re.compile(r"notification: ([0-9A-Za-z]{6,})")
 _PF_LIFECYCLE = ("postfix-script", "master")
 _PF_GLOBAL = ("qmgr", "master", "postfix-script", "anvil", "scache", "tlsmgr")
@@ -171,12 +173,26 @@ def _postfix_episode(path: Path, year: int = 2026) -> Episode:
             qids.add(c.group(1))
     if not parsed:
         raise ValueError(f"{path}: no Postfix lines")
-    qid_re = re.compile(r"(?<![0-9A-Za-z])(" + "|".join(sorted(map(re.escape, qids), key=len, reverse=True))
-                        + r")(?![0-9A-Za-z])") if qids else None
+    qid_re = (
+        re.compile(
+            r"(?<![0-9A-Za-z])("
+            + "|".join(sorted(map(re.escape, qids), key=len, reverse=True))
+            + r")(?![0-9A-Za-z])"
+        )
+        if qids
+        else None
+    )
 
     def stamp(m) -> float:
-        return datetime(year, _MON[m.group(1)], int(m.group(2)), int(m.group(3)), int(m.group(4)),
-                        int(m.group(5)), tzinfo=UTC).timestamp()
+        return datetime(
+            year,
+            _MON[m.group(1)],
+            int(m.group(2)),
+            int(m.group(3)),
+            int(m.group(4)),
+            int(m.group(5)),
+            tzinfo=UTC,
+        ).timestamp()
 
     t0 = stamp(parsed[0][0])
     b = _Builder()
@@ -196,7 +212,9 @@ def _postfix_episode(path: Path, year: int = 2026) -> Episode:
             if int(p.group(1)) >= EPHEMERAL:
                 spans.append((base + p.start(1), base + p.end(1), b.slot("port", p.group(1), off)))
         for mm in _PF_MID_TIME.finditer(msg):
-            spans.append((base + mm.start(1), base + mm.end(1), b.slot("ymdhms", f"{mm.group(1)}@{off}", off)))
+            spans.append(
+                (base + mm.start(1), base + mm.end(1), b.slot("ymdhms", f"{mm.group(1)}@{off}", off))
+            )
         for mm in _PF_MID.finditer(msg):
             spans.append((base + mm.start(1), base + mm.end(1), 10**6 + b.slot("mid", mm.group(1), off)))
         lines.append((off, _fmt(line, spans)))
@@ -221,7 +239,7 @@ def _fmt(line: str, spans: list[tuple[int, int, int]]) -> str:
     out, pos = [], 0
     for start, end, idx in chosen:
         out.append(line[pos:start].replace("{", "{{").replace("}", "}}"))
-        out.append("{%d}" % (idx + 1))
+        out.append(f"{{{idx + 1}}}")
         pos = end
     out.append(line[pos:].replace("{", "{{").replace("}", "}}"))
     return "".join(out)
@@ -229,9 +247,13 @@ def _fmt(line: str, spans: list[tuple[int, int, int]]) -> str:
 
 # ---- Exim
 
-_EX_LINE = re.compile(r"^(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(\.\d{3})?( [+-]\d{4})? (?:\[(\d+)\] )?(.*)$")
-_EX_ID = re.compile(r"(?<![0-9A-Za-z-])([0-9A-Za-z]{6})-([0-9A-Za-z]{6}|[0-9A-Za-z]{11})-([0-9A-Za-z]{2}|[0-9A-Za-z]{4})"
-                    r"(?![0-9A-Za-z-])")
+_EX_LINE = re.compile(
+    r"^(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(\.\d{3})?( [+-]\d{4})? (?:\[(\d+)\] )?(.*)$"
+)
+_EX_ID = re.compile(
+    r"(?<![0-9A-Za-z-])([0-9A-Za-z]{6})-([0-9A-Za-z]{6}|[0-9A-Za-z]{11})-([0-9A-Za-z]{2}|[0-9A-Za-z]{4})"
+    r"(?![0-9A-Za-z-])"
+)
 _EX_PIDEQ = re.compile(r"\bpid=(\d+)")
 _EX_MID = re.compile(r"(?<= )id=([^@\s]+)@")
 _EX_DAEMON = re.compile(r"daemon started: pid=(\d+)")
@@ -253,8 +275,15 @@ def _exim_episode(path: Path) -> Episode:
         raise ValueError(f"{path}: no Exim lines")
 
     def stamp(m) -> float:
-        t = datetime(int(m.group(1)), int(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(5)),
-                     int(m.group(6)), tzinfo=UTC).timestamp()
+        t = datetime(
+            int(m.group(1)),
+            int(m.group(2)),
+            int(m.group(3)),
+            int(m.group(4)),
+            int(m.group(5)),
+            int(m.group(6)),
+            tzinfo=UTC,
+        ).timestamp()
         if m.group(7):
             t += int(m.group(7)[1:]) / 1000
         if m.group(8):
@@ -279,8 +308,7 @@ def _exim_episode(path: Path) -> Episode:
         for x in _EX_ID.finditer(msg):
             pid = str(_dec(x.group(2), B62))
             ps = pid_slot(pid, off)
-            idx = b.slot("eximid", x.group(0), off, ref=ps,
-                         extra=(len(x.group(2)), x.group(3)))
+            idx = b.slot("eximid", x.group(0), off, ref=ps, extra=(len(x.group(2)), x.group(3)))
             spans.append((base + x.start(0), base + x.end(0), idx))
         for p in _EX_PIDEQ.finditer(msg):
             spans.append((base + p.start(1), base + p.end(1), pid_slot(p.group(1), off)))
@@ -320,7 +348,9 @@ def _haraka_episode(path: Path) -> Episode:
         body.append((m, line))
 
     def stamp(m) -> float:
-        return datetime(*(int(m.group(i)) for i in range(1, 7)), tzinfo=UTC).timestamp() + int(m.group(7)) / 1000
+        return (
+            datetime(*(int(m.group(i)) for i in range(1, 7)), tzinfo=UTC).timestamp() + int(m.group(7)) / 1000
+        )
 
     t0 = stamp(body[0][0]) if has_ts else 0.0
     b = _Builder()
@@ -331,7 +361,9 @@ def _haraka_episode(path: Path) -> Episode:
         for u in _UUID.finditer(line):
             spans.append((u.start(), u.end(), b.slot("uuid", u.group(0), off)))
         for bn in _HK_BANNER.finditer(line):
-            ref = next((i for i, s in enumerate(b.slots) if s.kind == "uuid" and s.orig.startswith(bn.group(1))), -1)
+            ref = next(
+                (i for i, s in enumerate(b.slots) if s.kind == "uuid" and s.orig.startswith(bn.group(1))), -1
+            )
             spans.append((bn.start(1), bn.end(1), b.slot("uuid6", bn.group(1), off, ref=ref)))
         for p in _HK_PORT.finditer(line):
             if int(p.group(1)) >= EPHEMERAL:
@@ -339,9 +371,20 @@ def _haraka_episode(path: Path) -> Episode:
         for f in _HK_FILE.finditer(line):
             rnd = b.slot("rand6", f.group(5), off)
             gp = b.slot("gpid", "haraka", off)
-            idx = b.slot("hfile", f.group(0), off, ref=rnd,
-                         extra=(int(f.group(1)) - int(t0 * 1000), int(f.group(2)) - int(t0 * 1000),
-                                f.group(3), gp, int(f.group(6)), f.group(7)))
+            idx = b.slot(
+                "hfile",
+                f.group(0),
+                off,
+                ref=rnd,
+                extra=(
+                    int(f.group(1)) - int(t0 * 1000),
+                    int(f.group(2)) - int(t0 * 1000),
+                    f.group(3),
+                    gp,
+                    int(f.group(6)),
+                    f.group(7),
+                ),
+            )
             spans.append((f.start(), f.end(), idx))
         for mm in _HK_MID.finditer(line):
             spans.append((mm.start(1), mm.end(1), 10**6 + b.slot("mid", mm.group(1), off)))
@@ -376,8 +419,10 @@ def load_episodes(mta: str, sets: dict[str, float]) -> tuple[list[Episode], list
     have = available_sets(mta)
     missing = [s for s in sets if s not in have]
     if missing:
-        raise FileNotFoundError(f"no {mta} fixture log for set(s) {', '.join(missing)} under "
-                                f"{FIXTURES / SOURCES[mta][0]} (have: {', '.join(have) or 'none'})")
+        raise FileNotFoundError(
+            f"no {mta} fixture log for set(s) {', '.join(missing)} under "
+            f"{FIXTURES / SOURCES[mta][0]} (have: {', '.join(have) or 'none'})"
+        )
     eps, weights = [], []
     for name, w in sets.items():
         if w <= 0:
@@ -433,18 +478,23 @@ def _instance_values(ep: Episode, st: _State, base: float) -> list[str]:
             st.inode_next += 1
         elif k == "lqid":
             t = base + s.first_offset
-            v = _enc(int(t), B51, 6) + _enc(rng.randrange(1_000_000), B51, 4) + "z" + _enc(st.inode_next, B51, 4)
+            v = (
+                _enc(int(t), B51, 6)
+                + _enc(rng.randrange(1_000_000), B51, 4)
+                + "z"
+                + _enc(st.inode_next, B51, 4)
+            )
             st.inode_next += 1
         elif k == "eximid":
             pid_width, frac = s.extra
             t = int(base + s.first_offset)
             v = f"{_enc(t, B62, 6)}-{_enc(int(vals[s.ref]), B62, pid_width)}-{frac}"
         elif k == "uuid":
-            v = "%08X-%04X-%04X-%04X-%012X" % (rng.getrandbits(32), rng.getrandbits(16),
-                                              0x4000 | rng.getrandbits(12), 0x8000 | rng.getrandbits(14),
-                                              rng.getrandbits(48))
+            a, b, c = rng.getrandbits(32), rng.getrandbits(16), 0x4000 | rng.getrandbits(12)
+            d, e = 0x8000 | rng.getrandbits(14), rng.getrandbits(48)
+            v = f"{a:08X}-{b:04X}-{c:04X}-{d:04X}-{e:012X}"
         elif k == "uuid6":
-            v = vals[s.ref][:6] if s.ref >= 0 else "%06X" % rng.getrandbits(24)
+            v = vals[s.ref][:6] if s.ref >= 0 else f"{rng.getrandbits(24):06X}"
         elif k == "rand6":
             v = "".join(rng.choices(B62, k=6))
         elif k == "hfile":
@@ -489,7 +539,7 @@ class _Stamper:
                 s = ""
             self.cache[sec] = s
         k = self.kind
-        if k == "syslog" or k == "none":
+        if k in {"syslog", "none"}:
             return s
         ms = int((t - sec) * 1000)
         if k == "haraka":
@@ -503,8 +553,17 @@ class _Stamper:
         return f"{s}.{ms:03d} +0000"  # exim-ms-tz
 
 
-def generate(mta: str, lines: int, out: Path, *, seed: int = DEFAULT_SEED, sets: dict[str, float] | None = None,
-             rate: float = DEFAULT_RATE, start: str = DEFAULT_START, quiet: bool = False) -> dict:
+def generate(
+    mta: str,
+    lines: int,
+    out: Path,
+    *,
+    seed: int = DEFAULT_SEED,
+    sets: dict[str, float] | None = None,
+    rate: float = DEFAULT_RATE,
+    start: str = DEFAULT_START,
+    quiet: bool = False,
+) -> dict:
     """Write ``lines`` lines to ``out``; return a summary (also written as ``out`` + ``.json``)."""
     sets = sets if sets is not None else parse_sets(mta, None)
     eps, weights = load_episodes(mta, sets)
@@ -565,17 +624,28 @@ def generate(mta: str, lines: int, out: Path, *, seed: int = DEFAULT_SEED, sets:
     os.replace(tmp, out)
     elapsed = time.perf_counter() - t_begin
     summary = {
-        "mta": mta, "lines": written, "seed": seed, "sets": sets, "rate": rate, "start": start,
-        "episodes": counts, "first_time": datetime.fromtimestamp(first_t, UTC).isoformat(),
-        "last_time": datetime.fromtimestamp(last_t, UTC).isoformat(), "bytes": out.stat().st_size,
-        "seconds": round(elapsed, 2), "year": datetime.fromtimestamp(first_t, UTC).year,
+        "mta": mta,
+        "lines": written,
+        "seed": seed,
+        "sets": sets,
+        "rate": rate,
+        "start": start,
+        "episodes": counts,
+        "first_time": datetime.fromtimestamp(first_t, UTC).isoformat(),
+        "last_time": datetime.fromtimestamp(last_t, UTC).isoformat(),
+        "bytes": out.stat().st_size,
+        "seconds": round(elapsed, 2),
+        "year": datetime.fromtimestamp(first_t, UTC).year,
         "fixtures": {ep.name: len(ep) for ep in eps},
     }
     Path(str(out) + ".json").write_text(json.dumps(summary, indent=1) + "\n")
     if not quiet:
-        print(f"generate: {written:,} {mta} lines -> {out} ({summary['bytes'] / 1e6:.0f} MB, "
-              f"{elapsed:.1f}s, {written / max(elapsed, 1e-9):,.0f} lines/s; log time "
-              f"{summary['first_time'][:19]} .. {summary['last_time'][:19]})", file=sys.stderr)
+        print(
+            f"generate: {written:,} {mta} lines -> {out} ({summary['bytes'] / 1e6:.0f} MB, "
+            f"{elapsed:.1f}s, {written / max(elapsed, 1e-9):,.0f} lines/s; log time "
+            f"{summary['first_time'][:19]} .. {summary['last_time'][:19]})",
+            file=sys.stderr,
+        )
     return summary
 
 
@@ -585,8 +655,16 @@ def default_path(mta: str, lines: int, seed: int, sets: dict[str, float], rate: 
     return DATA / f"{mta}-{tag}-{lines}-s{seed}{extra}.log"
 
 
-def ensure(mta: str, lines: int, *, seed: int = DEFAULT_SEED, sets: dict[str, float] | None = None,
-           rate: float = DEFAULT_RATE, force: bool = False, quiet: bool = False) -> tuple[Path, dict]:
+def ensure(
+    mta: str,
+    lines: int,
+    *,
+    seed: int = DEFAULT_SEED,
+    sets: dict[str, float] | None = None,
+    rate: float = DEFAULT_RATE,
+    force: bool = False,
+    quiet: bool = False,
+) -> tuple[Path, dict]:
     """The generated file for these parameters, made if it does not exist yet (it is cached)."""
     sets = sets if sets is not None else parse_sets(mta, None)
     path = default_path(mta, lines, seed, sets, rate)
@@ -610,14 +688,24 @@ def _line_time(mta: str, line: str) -> float | None:
         m = _PF_LINE.match(line)
         if not m:
             return None
-        return ((_MON[m.group(1)] * 31 + int(m.group(2))) * 24 + int(m.group(3))) * 3600 \
-            + int(m.group(4)) * 60 + int(m.group(5))
+        return (
+            ((_MON[m.group(1)] * 31 + int(m.group(2))) * 24 + int(m.group(3))) * 3600
+            + int(m.group(4)) * 60
+            + int(m.group(5))
+        )
     if mta == "exim":
         m = _EX_LINE.match(line)
         if not m:
             return None
-        return datetime(int(m.group(1)), int(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(5)),
-                        int(m.group(6)), tzinfo=UTC).timestamp() + (int(m.group(7)[1:]) / 1000 if m.group(7) else 0)
+        return datetime(
+            int(m.group(1)),
+            int(m.group(2)),
+            int(m.group(3)),
+            int(m.group(4)),
+            int(m.group(5)),
+            int(m.group(6)),
+            tzinfo=UTC,
+        ).timestamp() + (int(m.group(7)[1:]) / 1000 if m.group(7) else 0)
     m = _HK_TS.match(line)
     if not m:
         return None
@@ -653,27 +741,45 @@ def check(mta: str, path: Path, sets: dict[str, float] | None = None) -> dict:
                     sp[1] = t
     worst = max(((v[1] - v[0], k) for k, v in spans.items()), default=(0.0, ""))
     ok = back < 1.0 and worst[0] <= longest + 2
-    return {"lines": n, "ids": len(spans), "longest_episode_s": longest, "longest_id_span_s": worst[0],
-            "longest_id": worst[1], "max_time_step_back_s": round(back, 3), "ok": ok}
+    return {
+        "lines": n,
+        "ids": len(spans),
+        "longest_episode_s": longest,
+        "longest_id_span_s": worst[0],
+        "longest_id": worst[1],
+        "max_time_step_back_s": round(back, 3),
+        "ok": ok,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--mta", choices=sorted(SOURCES), default="postfix")
-    ap.add_argument("--lines", type=lambda s: int(float(s)), default=1_000_000,
-                    help="lines to write (1e6 works)")
-    ap.add_argument("--sets", help="fixture sets and weights, e.g. port-logging:8,expiry:1 "
-                    "(default: %s)" % "; ".join(f"{m}: {','.join(f'{k}:{v}' for k, v in d.items())}"
-                                                for m, d in DEFAULT_SETS.items()))
+    ap.add_argument(
+        "--lines", type=lambda s: int(float(s)), default=1_000_000, help="lines to write (1e6 works)"
+    )
+    ap.add_argument(
+        "--sets",
+        help="fixture sets and weights, e.g. port-logging:8,expiry:1 (default: {})".format(
+            "; ".join(f"{m}: {','.join(f'{k}:{v}' for k, v in d.items())}" for m, d in DEFAULT_SETS.items())
+        ),
+    )
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
     ap.add_argument("--rate", type=float, default=DEFAULT_RATE, help="log lines per second of log time")
     ap.add_argument("--start", default=DEFAULT_START, help="log time of the first line (UTC)")
-    ap.add_argument("--out", type=Path, help="output file (default: benchmarks/data/<mta>-<sets>-<lines>-s<seed>.log)")
+    ap.add_argument(
+        "--out", type=Path, help="output file (default: benchmarks/data/<mta>-<sets>-<lines>-s<seed>.log)"
+    )
     ap.add_argument("--force", action="store_true", help="regenerate even when the file exists")
     ap.add_argument("--list", action="store_true", help="list the fixture sets found and exit")
-    ap.add_argument("--check", type=Path, metavar="FILE",
-                    help="verify a generated FILE (time order, no ID reused across copies) and exit")
+    ap.add_argument(
+        "--check",
+        type=Path,
+        metavar="FILE",
+        help="verify a generated FILE (time order, no ID reused across copies) and exit",
+    )
     a = ap.parse_args(argv)
     if a.check:
         res = check(a.mta, a.check, parse_sets(a.mta, a.sets))
@@ -682,12 +788,22 @@ def main(argv: list[str] | None = None) -> int:
     if a.list:
         for mta in SOURCES:
             have = available_sets(mta)
-            print(f"{mta}: " + (", ".join(f"{k} ({sum(1 for _ in open(v, errors='replace'))} lines)"
-                                          for k, v in have.items()) or "no fixtures"))
+            print(
+                f"{mta}: "
+                + (
+                    ", ".join(
+                        f"{k} ({len(v.read_text(errors='replace').splitlines())} lines)"
+                        for k, v in have.items()
+                    )
+                    or "no fixtures"
+                )
+            )
         return 0
     if not available_sets(a.mta):
-        print(f"generate: no {a.mta} fixture logs under {FIXTURES / SOURCES[a.mta][0]} "
-              f"(not recorded yet?)", file=sys.stderr)
+        print(
+            f"generate: no {a.mta} fixture logs under {FIXTURES / SOURCES[a.mta][0]} (not recorded yet?)",
+            file=sys.stderr,
+        )
         return 2
     sets = parse_sets(a.mta, a.sets)
     try:

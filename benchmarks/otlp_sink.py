@@ -46,8 +46,18 @@ _LOCK = threading.Lock()
 
 
 def _zero() -> dict:
-    return {"requests": 0, "bytes": 0, "spans": 0, "metric_points": 0, "metrics": 0, "log_records": 0,
-            "errors": 0, "decode_s": 0.0, "first_request": None, "last_request": None}
+    return {
+        "requests": 0,
+        "bytes": 0,
+        "spans": 0,
+        "metric_points": 0,
+        "metrics": 0,
+        "log_records": 0,
+        "errors": 0,
+        "decode_s": 0.0,
+        "first_request": None,
+        "last_request": None,
+    }
 
 
 STATS = _zero()
@@ -118,7 +128,9 @@ class Handler(BaseHTTPRequestHandler):
         t0 = time.perf_counter()
         try:
             enc = (self.headers.get("Content-Encoding") or "").lower()
-            data = gzip.decompress(raw) if enc == "gzip" else zlib.decompress(raw) if enc == "deflate" else raw
+            data = (
+                gzip.decompress(raw) if enc == "gzip" else zlib.decompress(raw) if enc == "deflate" else raw
+            )
             is_json = (self.headers.get("Content-Type") or "").startswith("application/json")
             req = req_cls()
             if is_json:
@@ -126,7 +138,7 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 req.ParseFromString(data)
             counts = count(req)
-        except Exception as exc:  # a malformed body is the client's bug: tell it, count it
+        except Exception as exc:  # noqa: BLE001 — a malformed body is the client's bug: tell it, count it
             with _LOCK:
                 STATS["errors"] += 1
             self._reply(400, f"cannot decode: {exc}\n".encode(), "text/plain")

@@ -68,8 +68,10 @@ def report(prof: Path, title: str, top: int) -> str:
     total = st.total_tt
     out = io.StringIO()
     out.write(f"\n=== {title} ===\n")
-    out.write(f"total own time under the profiler: {total:.2f}s, {st.total_calls:,} calls "
-              f"({st.prim_calls:,} primitive)\n")
+    out.write(
+        f"total own time under the profiler: {total:.2f}s, {st.total_calls:,} calls "
+        f"({st.prim_calls:,} primitive)\n"
+    )
     groups: dict[str, float] = {}
     for (filename, _line, func), (_cc, _nc, tt, _ct, _callers) in st.stats.items():
         g = group_of(filename, func)
@@ -90,8 +92,11 @@ def report(prof: Path, title: str, top: int) -> str:
         for (filename, line, func), (_cc, nc, tt, ct, _callers) in rows:
             where = re.sub(r"^.*?/(site-packages|lib/python3\.\d+)/", "", filename)
             where = re.sub(r"^" + re.escape(str(ROOT)) + "/", "", where)
+            where = re.sub(r"^.*?/src-[0-9a-f]+/", "", where)  # a --rev snapshot
             name = f"{where}:{line}({func})" if filename != "~" else func
-            out.write(f"{100 * ct / total:6.1f} {100 * tt / total:6.1f} {ct:8.2f} {tt:8.2f} {nc:11,}  {name}\n")
+            out.write(
+                f"{100 * ct / total:6.1f} {100 * tt / total:6.1f} {ct:8.2f} {tt:8.2f} {nc:11,}  {name}\n"
+            )
 
     listing("cumulative", "cumulative time (the function and everything it calls)")
     listing("tottime", "own (total) time (the function's own code only)")
@@ -99,16 +104,22 @@ def report(prof: Path, title: str, top: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     ap.add_argument("--mta", default="postfix", choices=sorted(generate.SOURCES))
     ap.add_argument("--lines", type=lambda s: int(float(s)), default=200_000)
     ap.add_argument("--mode", choices=("parse", "full", "both"), default="both")
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--seed", type=int, default=generate.DEFAULT_SEED)
     ap.add_argument("--save", type=Path, help="also write the report to this file")
-    ap.add_argument("--rev", help="profile maillog2otel as committed at this git revision (e.g. HEAD) "
-                    "rather than the installed working tree")
+    ap.add_argument(
+        "--rev",
+        help="profile maillog2otel as committed at this git revision (e.g. HEAD) "
+        "rather than the installed working tree",
+    )
     a = ap.parse_args(argv)
     m2o_env: dict[str, str] = {}
     if a.rev:
@@ -121,23 +132,43 @@ def main(argv: list[str] | None = None) -> int:
     if a.rev:
         source = f"git {sha} (--rev {a.rev})"
     else:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
         dirty = tree_state()
         source = f"installed tree at git {head}" + (f" — {dirty}" if dirty else "")
-    header = (f"maillog2otel backfill profile — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, maillog2otel: {source}\n"
-              f"input: {path.relative_to(ROOT)} — {meta['lines']:,} {a.mta} lines "
-              f"(benchmarks/generate.py, seed {meta['seed']}); {os.cpu_count()} cores, Python "
-              f"{sys.version.split()[0]}\n"
-              "cProfile inflates Python-heavy code; read the shares. Rates without the profiler: run.py.\n")
+    header = (
+        f"maillog2otel backfill profile — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, maillog2otel: {source}\n"
+        f"input: {path.relative_to(ROOT)} — {meta['lines']:,} {a.mta} lines "
+        f"(benchmarks/generate.py, seed {meta['seed']}); {os.cpu_count()} cores, Python "
+        f"{sys.version.split()[0]}\n"
+        "cProfile inflates Python-heavy code; read the shares. Rates without the profiler: run.py.\n"
+    )
     parts = [header]
     modes = ["parse", "full"] if a.mode == "both" else [a.mode]
     sink = Sink() if "full" in modes else None
     try:
         for mode in modes:
             prof = profdir / f"profile-{a.mta}-{a.lines}-{mode}.prof"
-            cmd = [PY, "-m", "cProfile", "-o", str(prof), "-m", "maillog2otel", "backfill", "--mta", a.mta,
-                   "--year", str(meta.get("year", 2026)), "--timezone", "UTC"]
+            cmd = [
+                PY,
+                "-m",
+                "cProfile",
+                "-o",
+                str(prof),
+                "-m",
+                "maillog2otel",
+                "backfill",
+                "--mta",
+                a.mta,
+                "--year",
+                str(meta.get("year", 2026)),
+                "--timezone",
+                "UTC",
+            ]
             if a.mta != "postfix":
                 cmd += ["--hostname", "mx.bench.test"]
             if mode == "parse":
@@ -151,16 +182,26 @@ def main(argv: list[str] | None = None) -> int:
             env.update(m2o_env)
             print(f"profile: {mode} …", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
-            r = subprocess.run([*cmd, str(path)], capture_output=True, text=True, env=env, cwd=str(profdir))
+            r = subprocess.run(
+                [*cmd, str(path)], capture_output=True, text=True, env=env, cwd=str(profdir), check=False
+            )
             wall = time.perf_counter() - t0
             if r.returncode != 0:
                 print(f"profile: {mode} failed (exit {r.returncode}):\n{r.stderr[-2000:]}", file=sys.stderr)
                 return 1
             summary = "\n".join(x for x in r.stderr.splitlines() if x.startswith("maillog2otel:"))
             got = f"\nsink received: {sink.stats(reset=True)}" if mode == "full" else ""
-            parts.append(report(prof, f"{title}: {wall:.1f}s wall under cProfile "
-                                      f"({meta['lines'] / wall:,.0f} lines/s)", a.top)
-                         + "\nmaillog2otel's own summary:\n" + summary + got + "\n")
+            parts.append(
+                report(
+                    prof,
+                    f"{title}: {wall:.1f}s wall under cProfile ({meta['lines'] / wall:,.0f} lines/s)",
+                    a.top,
+                )
+                + "\nmaillog2otel's own summary:\n"
+                + summary
+                + got
+                + "\n"
+            )
     finally:
         if sink:
             sink.close()

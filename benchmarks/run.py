@@ -23,6 +23,7 @@ nothing: missing baselines are reported with the command that installs them, and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -49,8 +50,10 @@ PY = sys.executable
 GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 BASELINE = {"postfix": "pflogsumm", "exim": "eximstats", "haraka": None}
 TARGETS = [  # (tool, versus, minimum ratio) from issue 6
-    ("m2o full", "baseline", 2.0), ("m2o full", "mtail", 5.0),
-    ("m2o metrics", "baseline", 4.0), ("m2o parse", "py floor", 0.5),
+    ("m2o full", "baseline", 2.0),
+    ("m2o full", "mtail", 5.0),
+    ("m2o metrics", "baseline", 4.0),
+    ("m2o parse", "py floor", 0.5),
 ]
 RSS_TARGET_MB = 150
 
@@ -70,7 +73,11 @@ class Tool:
 
 
 def _find_eximstats() -> str | None:
-    for cand in (shutil.which("eximstats"), "/usr/local/bin/eximstats", "/opt/exim-unpacked/usr/sbin/eximstats"):
+    for cand in (
+        shutil.which("eximstats"),
+        "/usr/local/bin/eximstats",
+        "/opt/exim-unpacked/usr/sbin/eximstats",
+    ):
         if cand and os.access(cand, os.X_OK):
             return cand
     root = Path("/opt/exim-unpacked")
@@ -85,13 +92,20 @@ def snapshot(rev: str) -> tuple[Path, str]:
     """maillog2otel as committed at ``rev``, unpacked under benchmarks/out/ (``git archive``; the
     repository is not touched), laid out so that ``PYTHONPATH=<dir>`` imports it instead of the
     installed (editable, possibly being edited) tree. Returns (dir, short sha)."""
-    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", f"{rev}^{{commit}}"],
-                         capture_output=True, text=True, check=True).stdout.strip()
+    sha = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     dest = OUT / f"src-{sha}"
     if not (dest / "maillog2otel" / "__init__.py").exists():
         dest.mkdir(parents=True, exist_ok=True)
-        arch = subprocess.run(["git", "-C", str(ROOT), "archive", sha, "maillog2otel", "grammars"],
-                              capture_output=True, check=True).stdout
+        arch = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", sha, "maillog2otel", "grammars"],
+            capture_output=True,
+            check=True,
+        ).stdout
         subprocess.run(["tar", "-x", "-C", str(dest)], input=arch, check=True)
     link = dest / "maillog2otel" / "grammars"  # setup.py maps grammars/ to maillog2otel.grammars
     if not link.exists() and (dest / "grammars").is_dir():
@@ -100,16 +114,28 @@ def snapshot(rev: str) -> tuple[Path, str]:
     # exists only in the working tree): drop it at start-up.
     (dest / "sitecustomize.py").write_text(
         "import sys\n"
-        "sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, '__module__', '').startswith('__editable__')]\n")
+        "sys.meta_path[:] = [f for f in sys.meta_path\n"
+        "                    if not getattr(f, '__module__', '').startswith('__editable__')]\n"
+    )
     return dest, sha
 
 
 def tree_state() -> str:
     """'' when maillog2otel/ and grammars/ match HEAD, else a warning."""
-    r = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "maillog2otel", "grammars"],
-                       capture_output=True, text=True)
-    return (f"working tree differs from HEAD in {len(r.stdout.splitlines())} file(s) under maillog2otel/ or "
-            "grammars/ (use --rev HEAD to measure the committed code)") if r.stdout.strip() else ""
+    r = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--", "maillog2otel", "grammars"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return (
+        (
+            f"working tree differs from HEAD in {len(r.stdout.splitlines())} file(s) under maillog2otel/ or "
+            "grammars/ (use --rev HEAD to measure the committed code)"
+        )
+        if r.stdout.strip()
+        else ""
+    )
 
 
 M2O_ENV: dict[str, str] = {}  # PYTHONPATH for --rev
@@ -117,15 +143,24 @@ M2O_ENV: dict[str, str] = {}  # PYTHONPATH for --rev
 
 def m2o_supports(mta: str) -> tuple[bool, str]:
     """Whether the installed maillog2otel has a grammar for this MTA (asked in a subprocess)."""
-    code = ("import importlib.util, sys\n"
-            "try:\n    from maillog2otel import mtas\nexcept Exception as e:\n"
-            "    print('cannot import maillog2otel:', e); sys.exit(2)\n"
-            f"if hasattr(mtas, 'available'):\n    sys.exit(0 if {mta!r} in mtas.available() else 3)\n"
-            f"gm = mtas.REGISTRY.get({mta!r}, (None,))[0]\n"
-            "sys.exit(0 if gm and importlib.util.find_spec(gm) else 3)\n")
+    code = (
+        "import importlib.util, sys\n"
+        "try:\n    from maillog2otel import mtas\nexcept Exception as e:\n"
+        "    print('cannot import maillog2otel:', e); sys.exit(2)\n"
+        f"if hasattr(mtas, 'available'):\n    sys.exit(0 if {mta!r} in mtas.available() else 3)\n"
+        f"gm = mtas.REGISTRY.get({mta!r}, (None,))[0]\n"
+        "sys.exit(0 if gm and importlib.util.find_spec(gm) else 3)\n"
+    )
     try:
-        r = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60,
-                           env={**os.environ, **M2O_ENV}, cwd="/")
+        r = subprocess.run(
+            [PY, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **M2O_ENV},
+            cwd="/",
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, f"cannot run {PY}: {exc}"
     if r.returncode == 0:
@@ -155,22 +190,59 @@ def tools_for(mta: str, path: Path, endpoint: str | None, year: int) -> list[Too
             tools.append(Tool(name, None, "the OTLP sink did not start (see above)", "m2o"))
         else:
             exp = ["--exporter", "otlp", "--endpoint", endpoint] if needs_sink else []
-            tools.append(Tool(name, [*m2o, *extra, *exp, str(path)], kind="m2o", needs_sink=needs_sink,
-                              extra_env=dict(M2O_ENV)))
+            tools.append(
+                Tool(
+                    name,
+                    [*m2o, *extra, *exp, str(path)],
+                    kind="m2o",
+                    needs_sink=needs_sink,
+                    extra_env=dict(M2O_ENV),
+                )
+            )
     if mta == "postfix":
         pfl = shutil.which("pflogsumm")
-        tools.append(Tool("pflogsumm", [pfl, str(path)] if pfl else None,
-                          "apt-get install pflogsumm   (Debian package pflogsumm)"))
+        tools.append(
+            Tool(
+                "pflogsumm",
+                [pfl, str(path)] if pfl else None,
+                "apt-get install pflogsumm   (Debian package pflogsumm)",
+            )
+        )
     if mta == "exim":
         ex = _find_eximstats()
-        tools.append(Tool("eximstats", [ex, str(path)] if ex else None,
-                          "sudo bash fixtures/exim/install.sh   (unpacks Debian's exim4-base: "
-                          "/usr/local/bin/eximstats)"))
+        tools.append(
+            Tool(
+                "eximstats",
+                [ex, str(path)] if ex else None,
+                "sudo bash fixtures/exim/install.sh   (unpacks Debian's exim4-base: "
+                "/usr/local/bin/eximstats)",
+            )
+        )
     mt = shutil.which("mtail")
     prog = HERE / "mtail" / mta
-    tools.append(Tool("mtail", [mt, "--one_shot", "--one_shot_format", "prometheus", "--address", "127.0.0.1",
-                                "--port", "0", "--logtostderr", "--progs", str(prog), "--logs", str(path)]
-                      if mt else None, "apt-get install mtail   (Debian package mtail)"))
+    tools.append(
+        Tool(
+            "mtail",
+            [
+                mt,
+                "--one_shot",
+                "--one_shot_format",
+                "prometheus",
+                "--address",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--logtostderr",
+                "--progs",
+                str(prog),
+                "--logs",
+                str(path),
+            ]
+            if mt
+            else None,
+            "apt-get install mtail   (Debian package mtail)",
+        )
+    )
     tools.append(Tool("py floor", [PY, str(HERE / "floor.py"), mta, str(path)], kind="floor"))
     return tools
 
@@ -189,7 +261,7 @@ def _proc_children() -> dict[int, list[int]]:
                 s = fh.read()
         except OSError:
             continue
-        ppid = int(s[s.rindex(b")") + 2:].split()[1])
+        ppid = int(s[s.rindex(b")") + 2 :].split()[1])
         kids.setdefault(ppid, []).append(int(d))
     return kids
 
@@ -217,17 +289,15 @@ def _cpu_s(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             s = fh.read()
-        f = s[s.rindex(b")") + 2:].split()
+        f = s[s.rindex(b")") + 2 :].split()
         return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return 0.0
 
 
 def _kill_group(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 @dataclass
@@ -258,7 +328,7 @@ def measure(tool: Tool, lines: int, out_prefix: Path, timeout: float, sink: Sink
     env.update(tool.extra_env)
     # GNU time reports the tool's own peak RSS. Our own wait4() cannot: a child forked from this
     # (≈40 MB) Python process carries our RSS into its ru_maxrss when it execs.
-    cmd = ([GNU_TIME, "-f", "%M", "-o", str(rss_path), *tool.cmd] if GNU_TIME else tool.cmd)
+    cmd = [GNU_TIME, "-f", "%M", "-o", str(rss_path), *tool.cmd] if GNU_TIME else tool.cmd
     if sink is not None:
         sink.stats(reset=True)
     sink_cpu0 = sink.cpu() if sink else 0.0
@@ -267,8 +337,15 @@ def measure(tool: Tool, lines: int, out_prefix: Path, timeout: float, sink: Sink
     busy0 = _busy_s()
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
-                                cwd=str(OUT), start_new_session=True)  # not ROOT: -m would import ROOT/maillog2otel
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=str(OUT),
+            start_new_session=True,
+        )  # not ROOT: -m would import ROOT/maillog2otel
 
         def sample():
             nonlocal peak_tree
@@ -296,18 +373,17 @@ def measure(tool: Tool, lines: int, out_prefix: Path, timeout: float, sink: Sink
     run.rc = proc.returncode
     run.peak_rss_mb = ru.ru_maxrss / 1024
     if GNU_TIME:
-        try:
+        with contextlib.suppress(OSError, ValueError, IndexError):
             run.peak_rss_mb = int(rss_path.read_text().split()[-1]) / 1024
-        except (OSError, ValueError, IndexError):
-            pass
     run.tree_rss_mb = max(peak_tree / 1024, run.peak_rss_mb)
     run.cpu_s = ru.ru_utime + ru.ru_stime
     run.lines_per_s = lines / wall if wall > 0 else 0.0
     busy = _busy_s() - busy0
     if run.rc != 0:
         tail = stderr_path.read_text(errors="replace").strip().splitlines()[-3:]
-        run.error = ("timeout" if run.rc == -signal.SIGKILL else f"exit {run.rc}") + (": " + " | ".join(tail)
-                                                                                       if tail else "")
+        run.error = ("timeout" if run.rc == -signal.SIGKILL else f"exit {run.rc}") + (
+            ": " + " | ".join(tail) if tail else ""
+        )
     if sink is not None:
         time.sleep(0.05)
         run.received = sink.stats(reset=True)
@@ -320,9 +396,14 @@ def measure(tool: Tool, lines: int, out_prefix: Path, timeout: float, sink: Sink
         if m and run.rc == 0 and int(m.group(1).replace(",", "")) < lines // 100:
             run.rc = -1
             run.error = f"parsed {m.group(1)} of {lines:,} lines: this build does not handle these logs"
-        run.summary = ", ".join(x for x in (
-            f"parsed {m.group(1)} unparsed {m.group(3)}" if m else "",
-            f"exported {e.group(1)} spans {e.group(2)} points" if e else "") if x)
+        run.summary = ", ".join(
+            x
+            for x in (
+                f"parsed {m.group(1)} unparsed {m.group(3)}" if m else "",
+                f"exported {e.group(1)} spans {e.group(2)} points" if e else "",
+            )
+            if x
+        )
     return run
 
 
@@ -332,9 +413,13 @@ def measure(tool: Tool, lines: int, out_prefix: Path, timeout: float, sink: Sink
 
 class Sink:
     def __init__(self) -> None:
-        self.proc = subprocess.Popen([PY, str(HERE / "otlp_sink.py"), "--port", "0", "--max-seconds", "14400"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [PY, str(HERE / "otlp_sink.py"), "--port", "0", "--max-seconds", "14400"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         m = re.search(r"LISTENING (http://127\.0\.0\.1:\d+)", line)
         if not m:
@@ -386,20 +471,37 @@ def summarize(runs_by_tool: dict[str, list[Run]]) -> dict[str, Run]:
     return best
 
 
-def table(mta: str, lines: int, tools: list[Tool], res: dict[str, Run], repeat: int) -> tuple[str, list[dict]]:
+def _per_cpu(r: Run) -> float:
+    return r.lines / r.cpu_s if r.cpu_s > 0 else 0.0
+
+
+def table(
+    mta: str, lines: int, tools: list[Tool], res: dict[str, Run], repeat: int
+) -> tuple[str, list[dict]]:
     base = BASELINE[mta]
-    ref = {k: (res[k].lines_per_s if k in res and res[k].rc == 0 else None) for k in (base, "mtail", "py floor")}
-    head = ["tool", "lines/s", f"× {base or 'baseline'}", "× mtail", "× py floor", "peak RSS MB",
-            "CPU %", "notes"]
+    ref = {
+        k: (res[k].lines_per_s if k in res and res[k].rc == 0 else None) for k in (base, "mtail", "py floor")
+    }
+    head = [
+        "tool",
+        "lines/s",
+        f"× {base or 'baseline'}",
+        "× mtail",
+        "× py floor",
+        "peak RSS MB",
+        "CPU %",
+        "lines/CPU-s",
+        "notes",
+    ]
     rows, data = [], []
     for t in tools:
         r = res.get(t.name)
         if r is None:
-            rows.append([t.name, "missing", "", "", "", "", "", t.how])
+            rows.append([t.name, "missing", "", "", "", "", "", "", t.how])
             data.append({"tool": t.name, "missing": t.how})
             continue
         if r.rc != 0:
-            rows.append([t.name, "failed", "", "", "", f"{r.peak_rss_mb:.0f}", "", r.error[:100]])
+            rows.append([t.name, "failed", "", "", "", f"{r.peak_rss_mb:.0f}", "", "", r.error[:100]])
             data.append({"tool": t.name, "error": r.error, **asdict(r)})
             continue
         cpu = 100 * r.cpu_s / r.wall_s if r.wall_s else 0
@@ -410,29 +512,72 @@ def table(mta: str, lines: int, tools: list[Tool], res: dict[str, Run], repeat: 
             note.append(f"tree RSS {r.tree_rss_mb:.0f} MB")
         if t.needs_sink:
             got = r.received or {}
-            note.append(f"sink got {got.get('spans', 0):,} spans, {got.get('metric_points', 0):,} "
-                        f"points in {got.get('requests', 0):,} req (sink CPU {r.sink_cpu_s:.1f}s)")
+            note.append(
+                f"sink got {got.get('spans', 0):,} spans, {got.get('metric_points', 0):,} "
+                f"points in {got.get('requests', 0):,} req (sink CPU {r.sink_cpu_s:.1f}s)"
+            )
             e = re.search(r"exported ([\d,]+) spans ([\d,]+) points", r.summary)
-            if e and (int(e.group(1).replace(",", "")) != got.get("spans", 0)
-                      or int(e.group(2).replace(",", "")) != got.get("metric_points", 0)):
+            if e and (
+                int(e.group(1).replace(",", "")) != got.get("spans", 0)
+                or int(e.group(2).replace(",", "")) != got.get("metric_points", 0)
+            ):
                 note.append(f"MISMATCH: m2o says {r.summary}")
         elif t.kind == "m2o" and r.summary:
             note.append(r.summary)
-        rows.append([t.name, f"{r.lines_per_s:,.0f}", _ratio(r.lines_per_s, ref[base]) if base else "—",
-                     _ratio(r.lines_per_s, ref["mtail"]), _ratio(r.lines_per_s, ref["py floor"]),
-                     f"{r.peak_rss_mb:.0f}", f"{cpu:.0f}", "; ".join(note)])
-        data.append({**asdict(r), "cpu_pct": round(cpu, 1),
-                     "ratio_baseline": (r.lines_per_s / ref[base]) if base and ref[base] else None,
-                     "ratio_mtail": (r.lines_per_s / ref["mtail"]) if ref["mtail"] else None,
-                     "ratio_floor": (r.lines_per_s / ref["py floor"]) if ref["py floor"] else None})
+        rows.append(
+            [
+                t.name,
+                f"{r.lines_per_s:,.0f}",
+                _ratio(r.lines_per_s, ref[base]) if base else "—",
+                _ratio(r.lines_per_s, ref["mtail"]),
+                _ratio(r.lines_per_s, ref["py floor"]),
+                f"{r.peak_rss_mb:.0f}",
+                f"{cpu:.0f}",
+                f"{_per_cpu(r):,.0f}",
+                "; ".join(note),
+            ]
+        )
+        data.append(
+            {
+                **asdict(r),
+                "cpu_pct": round(cpu, 1),
+                "lines_per_cpu_s": _per_cpu(r),
+                "ratio_baseline": (r.lines_per_s / ref[base]) if base and ref[base] else None,
+                "ratio_mtail": (r.lines_per_s / ref["mtail"]) if ref["mtail"] else None,
+                "ratio_floor": (r.lines_per_s / ref["py floor"]) if ref["py floor"] else None,
+            }
+        )
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
     widths[-1] = 0
     fmt = lambda row: "  ".join(  # noqa: E731
-        (str(c).ljust(w) if i in (0, len(row) - 1) else str(c).rjust(w)) for i, (c, w) in enumerate(
-            zip(row, widths, strict=True))).rstrip()
-    out = [f"{mta}, {lines:,} lines" + (f", median of {repeat}" if repeat > 1 else ""),
-           fmt(head), fmt(["-" * w for w in widths[:-1]] + ["-----"])]
+        (str(c).ljust(w) if i in (0, len(row) - 1) else str(c).rjust(w))
+        for i, (c, w) in enumerate(zip(row, widths, strict=True))
+    ).rstrip()
+    out = [
+        f"{mta}, {lines:,} lines" + (f", median of {repeat}" if repeat > 1 else ""),
+        fmt(head),
+        fmt(["-" * w for w in widths[:-1]] + ["-----"]),
+    ]
     out += [fmt(r) for r in rows]
+    # the same ratios by CPU time: less sensitive to other processes on a shared machine
+    cref = {
+        k: (_per_cpu(res[k]) if k in res and res[k].rc == 0 else None) for k in (base, "mtail", "py floor")
+    }
+    by_cpu = []
+    for t in tools:
+        r = res.get(t.name)
+        if r is None or r.rc != 0 or t.kind != "m2o":
+            continue
+        by_cpu.append(
+            f"{t.name} "
+            + " ".join(
+                f"{_ratio(_per_cpu(r), cref[k])} {k}" for k in (base, "mtail", "py floor") if k and cref[k]
+            )
+        )
+    if by_cpu:
+        out.append(
+            "ratios by CPU time (lines per CPU-second; the sink's CPU not counted): " + "; ".join(by_cpu)
+        )
     # targets
     checks = []
     for tool, versus, need in TARGETS:
@@ -444,8 +589,10 @@ def table(mta: str, lines: int, tools: list[Tool], res: dict[str, Run], repeat: 
     for tool in ("m2o full", "m2o metrics", "m2o parse"):
         if tool in res and res[tool].rc == 0 and lines >= 1_000_000:
             rss = max(res[tool].peak_rss_mb, res[tool].tree_rss_mb)
-            checks.append(f"{tool} peak RSS ≤ {RSS_TARGET_MB} MB: {rss:.0f} MB "
-                          f"{'PASS' if rss <= RSS_TARGET_MB else 'FAIL'}")
+            checks.append(
+                f"{tool} peak RSS ≤ {RSS_TARGET_MB} MB: {rss:.0f} MB "
+                f"{'PASS' if rss <= RSS_TARGET_MB else 'FAIL'}"
+            )
     if checks:
         out.append("targets (issue 6): " + "; ".join(checks))
     return "\n".join(out), data
@@ -456,42 +603,71 @@ def table(mta: str, lines: int, tools: list[Tool], res: dict[str, Run], repeat: 
 
 def machine() -> dict:
     cpu = ""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):
+        cpu = next(
+            (
+                x.split(":", 1)[1].strip()
+                for x in Path("/proc/cpuinfo").read_text().splitlines()
+                if x.startswith("model name")
+            ),
+            "",
+        )
     mem = 0
-    try:
-        mem = int(next(x for x in open("/proc/meminfo") if x.startswith("MemTotal")).split()[1]) // 1024
-    except (OSError, StopIteration):
-        pass
-    return {"cores": os.cpu_count(), "cpu": cpu, "mem_mb": mem, "python": sys.version.split()[0],
-            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+    with contextlib.suppress(OSError, StopIteration, ValueError):
+        mem = (
+            int(
+                next(
+                    x for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal")
+                ).split()[1]
+            )
+            // 1024
+        )
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "mem_mb": mem,
+        "python": sys.version.split()[0],
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
 
 
 def versions(tools: list[Tool]) -> dict[str, str]:
     v = {}
-    for cmd in (["dpkg-query", "-W", "-f", "${Version}", "pflogsumm"], ["dpkg-query", "-W", "-f", "${Version}", "mtail"]):
-        try:
-            v[cmd[-1]] = subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
-        except OSError:
-            pass
-    try:
-        v["maillog2otel"] = subprocess.run([PY, "-m", "maillog2otel", "--version"], capture_output=True, text=True,
-                                           timeout=60, env={**os.environ, **M2O_ENV},
-                                           cwd="/").stdout.strip().split()[-1]
-    except (OSError, IndexError, subprocess.TimeoutExpired):
-        pass
-    try:
-        v["git"] = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                  text=True, timeout=10).stdout.strip()
-    except OSError:
-        pass
-    v["maillog2otel source"] = (f"git {M2O_ENV['M2O_REV']} (--rev, {M2O_ENV['PYTHONPATH']})" if M2O_ENV
-                                else "installed tree" + (" (DIRTY: " + tree_state() + ")" if tree_state() else ""))
+    for cmd in (
+        ["dpkg-query", "-W", "-f", "${Version}", "pflogsumm"],
+        ["dpkg-query", "-W", "-f", "${Version}", "mtail"],
+    ):
+        with contextlib.suppress(OSError):
+            v[cmd[-1]] = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=10, check=False
+            ).stdout.strip()
+    with contextlib.suppress(OSError, IndexError, subprocess.TimeoutExpired):
+        v["maillog2otel"] = (
+            subprocess.run(
+                [PY, "-m", "maillog2otel", "--version"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env={**os.environ, **M2O_ENV},
+                cwd="/",
+                check=False,
+            )
+            .stdout.strip()
+            .split()[-1]
+        )
+    with contextlib.suppress(OSError):
+        v["git"] = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
+    v["maillog2otel source"] = (
+        f"git {M2O_ENV['M2O_REV']} (--rev, {M2O_ENV['PYTHONPATH']})"
+        if M2O_ENV
+        else "installed tree" + (" (DIRTY: " + tree_state() + ")" if tree_state() else "")
+    )
     return v
 
 
@@ -502,19 +678,27 @@ def warm(path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     ap.add_argument("--mta", default="postfix", help="postfix, exim, haraka or all (comma list)")
     ap.add_argument("--lines", type=lambda s: int(float(s)), default=1_000_000)
     ap.add_argument("--sizes", help="comma list of line counts, e.g. 100000,1000000,10000000 (linearity)")
-    ap.add_argument("--repeat", type=int, default=1, help="runs per tool (interleaved); the median is reported")
+    ap.add_argument(
+        "--repeat", type=int, default=1, help="runs per tool (interleaved); the median is reported"
+    )
     ap.add_argument("--only", help="comma list of tools to run (e.g. 'm2o parse,py floor')")
     ap.add_argument("--sets", help="generator fixture sets, e.g. port-logging:8,expiry:1 (see generate.py)")
     ap.add_argument("--seed", type=int, default=generate.DEFAULT_SEED)
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per tool run (then it is killed)")
     ap.add_argument("--json", type=Path, help="also write every result as JSON to this file")
-    ap.add_argument("--rev", help="measure maillog2otel as committed at this git revision (e.g. HEAD) rather "
-                    "than the installed working tree, which other people may be editing")
+    ap.add_argument(
+        "--rev",
+        help="measure maillog2otel as committed at this git revision (e.g. HEAD) rather "
+        "than the installed working tree, which other people may be editing",
+    )
     ap.add_argument("--check-only", action="store_true", help="report what is installed and exit")
     a = ap.parse_args(argv)
     if a.rev:
@@ -533,9 +717,11 @@ def main(argv: list[str] | None = None) -> int:
     info = {"machine": machine(), "results": []}
     try:
         # what is installed
-        print(f"machine: {info['machine']['cores']} cores, {info['machine']['cpu']}, "
-              f"{info['machine']['mem_mb'] // 1024} GiB, Python {info['machine']['python']}; "
-              f"{info['machine']['date']}")
+        print(
+            f"machine: {info['machine']['cores']} cores, {info['machine']['cpu']}, "
+            f"{info['machine']['mem_mb'] // 1024} GiB, Python {info['machine']['python']}; "
+            f"{info['machine']['date']}"
+        )
         missing_any = False
         for mta in mtas:
             for t in tools_for(mta, Path("FILE"), sink.endpoint if sink else None, 2026):
@@ -545,8 +731,10 @@ def main(argv: list[str] | None = None) -> int:
         if not missing_any:
             print("  all baselines present")
         if not GNU_TIME:
-            print("  /usr/bin/time: MISSING — apt-get install time   (peak RSS falls back to wait4(), which "
-                  "overstates small tools by this script's own RSS)")
+            print(
+                "  /usr/bin/time: MISSING — apt-get install time   (peak RSS falls back to wait4(), which "
+                "overstates small tools by this script's own RSS)"
+            )
         v = versions([])
         info["versions"] = v
         print("versions: " + ", ".join(f"{k} {x}" for k, x in v.items() if x))
@@ -574,15 +762,28 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"  [{mta} {n:,} #{i + 1}] {t.name} …", end="", flush=True, file=sys.stderr)
                         r = measure(t, n, prefix, a.timeout, sink if t.needs_sink else None)
                         runs[t.name].append(r)
-                        print(f" {r.lines_per_s:,.0f} lines/s, {r.peak_rss_mb:.0f} MB"
-                              + (f" ({r.error})" if r.error else ""), file=sys.stderr)
+                        print(
+                            f" {r.lines_per_s:,.0f} lines/s, {r.peak_rss_mb:.0f} MB"
+                            + (f" ({r.error})" if r.error else ""),
+                            file=sys.stderr,
+                        )
                 res = summarize(runs)
                 text, data = table(mta, n, tools, res, a.repeat)
                 print("\n" + text, flush=True)
-                print(f"file: {path.relative_to(ROOT)} ({meta['bytes'] / 1e6:.0f} MB, sets "
-                      f"{','.join(f'{k}:{w:g}' for k, w in meta['sets'].items())}, seed {meta['seed']})")
-                info["results"].append({"mta": mta, "lines": n, "file": str(path.relative_to(ROOT)),
-                                        "generator": meta, "repeat": a.repeat, "tools": data})
+                print(
+                    f"file: {path.relative_to(ROOT)} ({meta['bytes'] / 1e6:.0f} MB, sets "
+                    f"{','.join(f'{k}:{w:g}' for k, w in meta['sets'].items())}, seed {meta['seed']})"
+                )
+                info["results"].append(
+                    {
+                        "mta": mta,
+                        "lines": n,
+                        "file": str(path.relative_to(ROOT)),
+                        "generator": meta,
+                        "repeat": a.repeat,
+                        "tools": data,
+                    }
+                )
                 for name, r in res.items():
                     linearity.setdefault(mta, {}).setdefault(name, {})[n] = r
         if len(sizes) > 1:
@@ -591,18 +792,32 @@ def main(argv: list[str] | None = None) -> int:
                 head = ["tool"] + [f"{n:,}" for n in sizes] + [f"{sizes[-1]:,} / {sizes[0]:,}"]
                 rows = []
                 for name, per in by_tool.items():
-                    cells = [f"{per[n].lines_per_s:,.0f} ({per[n].peak_rss_mb:.0f})" if n in per and per[n].rc == 0
-                             else "—" for n in sizes]
+                    cells = [
+                        f"{per[n].lines_per_s:,.0f} ({per[n].peak_rss_mb:.0f})"
+                        if n in per and per[n].rc == 0
+                        else "—"
+                        for n in sizes
+                    ]
                     first, last = per.get(sizes[0]), per.get(sizes[-1])
-                    ratio = (f"{last.lines_per_s / first.lines_per_s:.2f}" if first and last and first.rc == 0
-                             and last.rc == 0 else "—")
+                    ratio = (
+                        f"{last.lines_per_s / first.lines_per_s:.2f}"
+                        if first and last and first.rc == 0 and last.rc == 0
+                        else "—"
+                    )
                     rows.append([name, *cells, ratio])
                 w = [max(len(x) for x in col) for col in zip(head, *rows, strict=True)]
                 for row in [head, *rows]:
                     print("  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(row)))
-            info["linearity"] = {mta: {name: {str(n): {"lines_per_s": r.lines_per_s, "peak_rss_mb": r.peak_rss_mb}
-                                              for n, r in per.items()} for name, per in by_tool.items()}
-                                 for mta, by_tool in linearity.items()}
+            info["linearity"] = {
+                mta: {
+                    name: {
+                        str(n): {"lines_per_s": r.lines_per_s, "peak_rss_mb": r.peak_rss_mb}
+                        for n, r in per.items()
+                    }
+                    for name, per in by_tool.items()
+                }
+                for mta, by_tool in linearity.items()
+            }
         if a.json:
             a.json.parent.mkdir(parents=True, exist_ok=True)
             a.json.write_text(json.dumps(info, indent=1, default=str) + "\n")

@@ -112,8 +112,20 @@ def main() -> int:
     open(log, "w").close()
     err = open(os.path.join(tmp, "tail.stderr"), "wb")  # noqa: SIM115
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    cmd = [sys.executable, "-m", "maillog2otel", "tail", "--endpoint", receiver.endpoint, "--timezone", "UTC",
-           "--no-metrics", "--state", os.path.join(tmp, "state.json"), log]
+    cmd = [
+        sys.executable,
+        "-m",
+        "maillog2otel",
+        "tail",
+        "--endpoint",
+        receiver.endpoint,
+        "--timezone",
+        "UTC",
+        "--no-metrics",
+        "--state",
+        os.path.join(tmp, "state.json"),
+        log,
+    ]
     tail = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.monotonic() + 15
     while not os.path.exists(os.path.join(tmp, "state.json")) and time.monotonic() < deadline:
@@ -150,10 +162,18 @@ def main() -> int:
         print("worst (latency, written at):", [(round(a, 2), round(b, 2)) for a, b in sorted(got)[-15:]])
     missing = len(written) - len(lat)
     q = statistics.quantiles(lat, n=100) if len(lat) >= 2 else [float("nan")] * 99
-    result = {"lines": sent, "lines_per_s": round(sent / wrote_for), "connections": len(written),
-              "missing": missing, "stamps": "rfc3339-us" if args.precise else "syslog-1s",
-              "p50_s": round(q[49], 3), "p90_s": round(q[89], 3), "p99_s": round(q[98], 3),
-              "max_s": round(lat[-1], 3) if lat else None, "requests": receiver.requests}
+    result = {
+        "lines": sent,
+        "lines_per_s": round(sent / wrote_for),
+        "connections": len(written),
+        "missing": missing,
+        "stamps": "rfc3339-us" if args.precise else "syslog-1s",
+        "p50_s": round(q[49], 3),
+        "p90_s": round(q[89], 3),
+        "p99_s": round(q[98], 3),
+        "max_s": round(lat[-1], 3) if lat else None,
+        "requests": receiver.requests,
+    }
     if args.json:
         print(json.dumps(result))
     else:
