@@ -48,12 +48,13 @@ PREFIX = seq(
 HOSTV = r"(?>(?:[^\s\[\]()]+ )?(?:DS )?(?:\([^)]*\) )?\[[^\]\s]*\](?::\d+)?\*?)"
 _VALUE = r'"(?:[^"\\]|\\.)*"|<[^>]*>|(?:[^\s:"]|:(?!\s|\Z))*'
 _BARE = r"(?:DS|K|L[-.*]?|PRDR|TFO\*?|ARC)(?=\s|\Z|:)"  # flags without "=" (spec "Log line flags")
-_TOKEN = rf"(?:H={HOSTV}|[A-Za-z][A-Za-z0-9]*\*?=(?:{_VALUE})|{_BARE})"
+# H= is always a host: a malformed one makes the line unparsed rather than a text-valued H
+_TOKEN = rf"(?:H={HOSTV}|(?!H=)[A-Za-z][A-Za-z0-9]*\*?=(?:{_VALUE})|{_BARE})"
 TAGS = rf"(?>(?: {_TOKEN})*)"
 LEAD_TAGS = rf"(?>(?:DS )?{_TOKEN}(?: {_TOKEN})*)"  # host_and_ident(TRUE) and what follows it
 DURATION = r"(?>\d[\w.]*)"
 
-_TOKEN_RE = re.compile(rf" ?(?:H=(?P<host>{HOSTV})|(?P<key>[A-Za-z][A-Za-z0-9]*\*?)=(?P<value>{_VALUE})"
+_TOKEN_RE = re.compile(rf" ?(?:H=(?P<host>{HOSTV})|(?!H=)(?P<key>[A-Za-z][A-Za-z0-9]*\*?)=(?P<value>{_VALUE})"
                        rf"|(?P<bare>{_BARE}))")
 _HOST_RE = re.compile(r"(?:(?P<name>[^\s\[\]()]+) )?(?:DS )?(?:\((?P<helo>[^)]*)\) )?"
                       r"\[(?P<address>[^\]\s]*)\](?::(?P<port>\d+))?(?P<reused>\*)?")

@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from maillog2otel.grammars import exim as exim_grammar
 
 from maillog2otel.correlate.exim import EximCorrelator
@@ -376,3 +378,35 @@ def test_garbage_never_crashes_and_is_counted(tmp_path: Path) -> None:
     assert result.counters.unparsed == len(junk) + 1
     assert len(result.connections()) == len(clean.connections())
     assert len(result.deliveries()) == len(clean.deliveries())
+
+
+_ALL_LINES = [line for p in sorted(FIX.glob("*log")) for line in p.read_text().splitlines()]
+_NOISE = [" ", ":", ": ", "=", "<", ">", "[", "]", "(", ")", '"', "H=", " D=1s", " DT=0.1s", " rejected ",
+          "\t", " for ", "*", "é", " Ci=7", " U=root", " R=1xUxoU-0002iJ-2t", " P=esmtps", " X=TLS1.2:A:1",
+          "x"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_ALL_LINES), st.integers(0, 300), st.sampled_from(_NOISE),
+                          st.integers(0, 3), st.booleans()), min_size=1, max_size=80),
+       st.integers(0, 80))
+def test_any_order_and_damage_never_breaks_the_correlator(picks: list, restart_at: int) -> None:
+    """Real lines in any order, some damaged, with a save/restore in the middle: every output is a
+    record the pipeline knows, and nothing raises."""
+    grammar = Grammar([exim_grammar])
+    framer = Framer(stream=0, clock=LocalClock("UTC"), year=YearGuess(2026), default_host="mx")
+    corr = EximCorrelator()
+    outs = []
+    for i, (line, at, noise, cut, damage) in enumerate(picks):
+        if i == restart_at:
+            state = json.loads(json.dumps(corr.save_state()))
+            corr = EximCorrelator()
+            corr.load_state(state)
+        text = line[:at] + noise + line[at + cut:] if damage else line
+        rec = framer.frame(text, 0)
+        ev = grammar.parse(rec) if rec is not None else None
+        if ev is not None:
+            outs += corr.feed(ev)
+    outs += corr.finish()
+    assert all(type(o).__name__ in ("Connection", "Delivery", "Count", "MessageDone") for o in outs)
+    assert corr.open_counts()["sessions"] == 0

@@ -184,8 +184,9 @@ class EximCorrelator:
             s = self.by_pid.get((host, pid))
             if s is not None and ((ip and s.ip and ip != s.ip) or (port and s.port and port != s.port)):
                 s = None  # a reused pid
-        if s is None and ip is not None:
-            s = next((c for c in self.by_addr.get((host, ip, port), ()) if c.pid in (None, pid)), None)
+        if s is None and ip is not None:  # an open session before one that closed (no port: heuristic)
+            group = [c for c in self.by_addr.get((host, ip, port), ()) if c.pid in (None, pid)]
+            s = next((c for c in group if not c.closed), group[0] if group else None)
         if s is None and create and (ip is not None or user is not None):
             s = self._synthetic(ev, h, user, pid, id_pid(msgid) if msgid else None)
         if s is None:
@@ -408,11 +409,13 @@ class EximCorrelator:
     def _rejected(self, ev: Event, out: list[Output]) -> None:
         f, ts = ev.fields, ev.record.ts_ns
         out.append(Count(MTA, ev.record.host, ts, "rejected"))
-        s = self._session_of(ev, create=True)
+        raw = f["stage"]
+        # "rejected by non-SMTP ACL" / "by local_scan()": local submissions, not SMTP sessions
+        s = self._session_of(ev, create=not raw.startswith("by "))
         self.entry[ev.record.stream] = (s, None)
         if s is None:
             return
-        tags, raw = f["tags"], f["stage"]
+        tags = f["tags"]
         temporary = "temporarily" in f
         code = 451 if temporary else _DENY_CODE.get(raw, 550)
         stage = ("END-OF-MESSAGE" if raw.startswith(("after DATA", "during MIME")) else "HELO"
@@ -582,17 +585,15 @@ class EximCorrelator:
         return {"now_ns": self.now_ns, "sessions": [s.state() for s in self.sessions.values()],
                 "synthetic": [s.state() for s in self.synthetic.values()],
                 "closing": [[due, s.state()] for due, s in self.closing.entries()],
-                "messages": self.book.save(live), "stats": dict(self.stats.counts)}
+                "messages": self.book.save(live), "stats": dict(self.stats.counts)}  # same order as live
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.now_ns = state.get("now_ns", 0)
         self.stats.counts.update(state.get("stats", {}))
-        by_key: dict[str, Session] = {}
         loaded = [(None, Session.from_state(d)) for d in state.get("sessions", [])]
         loaded += [(None, Session.from_state(d)) for d in state.get("synthetic", [])]
         loaded += [(due, Session.from_state(d)) for due, d in state.get("closing", [])]
         for due, s in loaded:
-            by_key[s.key] = s
             if due is not None:
                 self.closing.push(due, s)
             else:
@@ -605,4 +606,4 @@ class EximCorrelator:
                 self.synth.setdefault((s.host, s.ip or f"user:{s.user}"), []).append(s)
             elif s.ip is not None:
                 self.by_addr.setdefault((s.host, s.ip, s.port), []).append(s)
-        self.book.load(state.get("messages", []), by_key)
+        self.book.load(state.get("messages", []), [s for _, s in loaded])

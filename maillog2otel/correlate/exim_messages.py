@@ -186,25 +186,27 @@ class MessageBook:
     # --- state across restarts ----------------------------------------------------------------
 
     def save(self, live: list[Session]) -> list[dict[str, Any]]:
+        """Messages as data; their session as its position in ``live`` (the saved sessions)."""
+        where = {id(s): i for i, s in enumerate(live)}
         rows = []
         for m in self.table.values():
             d = {k: getattr(m, k) for k in Message.__slots__ if k not in ("session", "txn")}  # type: ignore[attr-defined]
             d["trace_id"] = m.trace_id.hex()
             d["parent_span_id"] = m.parent_span_id.hex() if m.parent_span_id else None
-            kept = m.session is not None and m.session in live and m.txn in m.session.txns
-            d["session"] = m.session.key if kept else None  # type: ignore[union-attr]
+            kept = m.session is not None and id(m.session) in where and m.txn in m.session.txns
+            d["session"] = where[id(m.session)] if kept else None
             d["txn"] = m.session.txns.index(m.txn) if kept else None  # type: ignore[union-attr, arg-type]
             rows.append(d)
         return rows
 
-    def load(self, rows: list[dict[str, Any]], sessions: dict[str, Session]) -> None:
+    def load(self, rows: list[dict[str, Any]], live: list[Session]) -> None:
         for raw in rows:
             d = dict(raw)
-            skey, tindex = d.pop("session"), d.pop("txn")
+            at, tindex = d.pop("session"), d.pop("txn")
             d["trace_id"] = bytes.fromhex(d["trace_id"])
             d["parent_span_id"] = bytes.fromhex(d["parent_span_id"]) if d["parent_span_id"] else None
             m = Message(**d)
-            if skey in sessions:
-                m.session = sessions[skey]
+            if at is not None:
+                m.session = live[at]
                 m.txn = m.session.txns[tindex] if tindex is not None else None
             self.table.put((m.host, m.msgid), m)
