@@ -187,8 +187,7 @@ class HarakaCorrelator:
         return out
 
     def open_counts(self) -> dict[str, int]:
-        return {"sessions": len(self.conns), "messages": len(self.outbound.messages),
-                "queue_items": len(self.outbound.items)}
+        return {"sessions": len(self.conns), **self.outbound.open_counts()}
 
     def oldest_open_ns(self) -> int | None:
         c = self.conns.oldest()

@@ -34,6 +34,7 @@ MTA = "haraka"
 _LISTED = re.compile(r"(?:Too many failures \()?Some recipients (?:temp )?failed: ((?:<[^<>]*>(?:, )?)+)")
 _ADDR = re.compile(r"<([^<>]*)>")
 _ENHANCED = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
+_DONE_KEPT_NS = 600 * 1_000_000_000
 _IP = re.compile(r"[\d.]+|[0-9a-fA-F:]*:[0-9a-fA-F:.]*")
 
 
@@ -73,6 +74,7 @@ class Item:
     failed: dict[str, list[Any]] = field(default_factory=dict)  # recipient -> [verdict, reply]
     wire: list[str] = field(default_factory=list)  # PROTOCOL: RCPT TO of this attempt
     attrs: dict[str, Any] = field(default_factory=dict)  # relay, TLS, connection error
+    done: bool = False  # every recipient final; kept a while for a bounce logged after it
 
 
 class Outbound:
@@ -81,6 +83,7 @@ class Outbound:
         self.messages: Table[tuple[str, str], Message] = Table(settings.max_messages, stats, "message")
         self.items: Table[tuple[str, str], Item] = Table(settings.max_messages, stats, "queue_item")
         self.windows: dict[str, list[str]] = {}  # host -> messages being queued now
+        self.swept_ns = 0
 
     # --- the inbound side hands messages over --------------------------------------------------
 
@@ -112,6 +115,8 @@ class Outbound:
         msg = self.messages.get((host, key))
         if msg is not None and msg.window == "open":
             msg.window = "closed"
+            if msg.expected is None and msg.domains:  # Haraka's own mail: one item per domain logged
+                msg.expected = len(msg.domains)
 
     def _ambiguous(self, host: str, keys: list[str]) -> None:
         for k in keys:
@@ -281,6 +286,7 @@ class Outbound:
         item.attempt += 1
         item.start_ns, item.verdicts, item.failed, item.wire, item.attrs = None, {}, {}, [], {}
         msg = self.messages.get((host, item.msg))
+        item.done = item.done or finished
         if msg is None or not finished or item.key in msg.finished:
             return
         msg.finished.append(item.key)
@@ -338,13 +344,29 @@ class Outbound:
 
     # --- housekeeping --------------------------------------------------------------------------
 
+    def open_counts(self) -> dict[str, int]:
+        return {"messages": sum(1 for m in self.messages.values() if not m.done),
+                "queue_items": sum(1 for i in self.items.values() if not i.done)}
+
     def expire(self, now_ns: int) -> None:
+        """Finished items and messages go after ``_DONE_KEPT_NS`` (a bounce made from an item is
+        logged after the item's last line); unfinished ones after the retention (Haraka retries
+        for about three days by default)."""
         keep = self.s.message_retention_ns
         while (i := self.items.oldest()) is not None and now_ns - i.last_ns > keep:
             self.items.pop((i.host, i.key))
         while (m := self.messages.oldest()) is not None and now_ns - m.last_ns > keep:
             self.messages.pop((m.host, m.key))
             self.stats.bump("message_expired_from_state")
+        if now_ns - self.swept_ns < _DONE_KEPT_NS:
+            return
+        self.swept_ns = now_ns
+        for i in self.items.values():
+            if i.done and now_ns - i.last_ns > _DONE_KEPT_NS:
+                self.items.pop((i.host, i.key))
+        for m in self.messages.values():
+            if m.done and now_ns - m.last_ns > _DONE_KEPT_NS:
+                self.messages.pop((m.host, m.key))
 
 
 def _trailing(ev: Event) -> bool:
