@@ -49,6 +49,32 @@ RetryOpt = Annotated[float | None, typer.Option(
     "--retry-for", help="Seconds to keep retrying a batch the collector refuses before giving up (exit 1).",
     envvar="MAILLOG2OTEL_RETRY_BUDGET_S")]
 
+# operations (docs/operations.md)
+LogsOpt = Annotated[bool | None, typer.Option(
+    "--logs/--no-logs", help="Also export every line of the MTA as an OTLP log record carrying the trace and "
+    "span ID of its connection or delivery (default: off; [logs] enabled).")]
+RedactOpt = Annotated[str | None, typer.Option(
+    "--redact", help="Mail addresses in everything exported: none, hash (keyed HMAC), domain (*@example.com) "
+    "or drop (default: none; [main] redact).", envvar="MAILLOG2OTEL_REDACT")]
+RedactClientsOpt = Annotated[str | None, typer.Option(
+    "--redact-clients", help="Client IP addresses, client names and HELO names: none, hash or drop.",
+    envvar="MAILLOG2OTEL_REDACT_CLIENTS")]
+RedactKeyOpt = Annotated[Path | None, typer.Option(
+    "--redact-key-file", help="HMAC key for hash redaction (default: $MAILLOG2OTEL_REDACT_KEY).")]
+RejectClassesOpt = Annotated[bool | None, typer.Option(
+    "--reject-classes/--no-reject-classes", help="Add the bounded smtp.reject.class attribute to rejected "
+    "counts ([reasons] in the config file maps reply texts to classes).")]
+PrometheusOpt = Annotated[str | None, typer.Option(
+    "--prometheus", metavar="HOST:PORT", help="Serve /metrics for Prometheus and /health, /ready, /live here.",
+    envvar="MAILLOG2OTEL_PROMETHEUS")]
+
+
+def _ops(logs: bool | None, redact: str | None, redact_clients: str | None, redact_key_file: Path | None,
+         reject_classes: bool | None, prometheus: str | None) -> dict:
+    return {"logs": logs, "redact": redact, "redact_clients": redact_clients,
+            "redact_key_file": str(redact_key_file) if redact_key_file else None,
+            "reject_classes": reject_classes, "prometheus": prometheus}
+
 
 def _version(value: bool) -> None:
     if value:
@@ -83,7 +109,12 @@ def backfill(
     config: ConfigOpt = None, traces: TracesOpt = None, metrics: MetricsOpt = None,
     exporter: ExporterOpt = None, endpoint: EndpointOpt = None, service_name: ServiceOpt = None,
     metric_namespace: NamespaceOpt = None, quiet: QuietOpt = False, grammars: GrammarsOpt = None,
-    retry_for: RetryOpt = None,
+    retry_for: RetryOpt = None, logs: LogsOpt = None, redact: RedactOpt = None,
+    redact_clients: RedactClientsOpt = None, redact_key_file: RedactKeyOpt = None,
+    reject_classes: RejectClassesOpt = None, prometheus: PrometheusOpt = None,
+    linger: Annotated[float, typer.Option(
+        "--linger", help="With --prometheus: keep serving this many seconds after the end of the input, so a "
+        "scrape sees the final values.")] = 0.0,
 ) -> None:
     """Read logs to the end and export their traces and metrics with the logs' own timestamps.
 
@@ -100,8 +131,9 @@ def backfill(
     settings = _settings(config_path=str(config) if config else None, mta=mta, year=year, timezone=timezone,
                          hostname=hostname, traces=traces, metrics=metrics, exporter=exporter,
                          endpoint=endpoint, service_name=service_name, metric_namespace=metric_namespace,
-                         quiet=quiet, retry_budget_s=retry_for)
-    code = run_backfill(paths, settings, grammars_dir=str(grammars) if grammars else None)
+                         quiet=quiet, retry_budget_s=retry_for,
+                         **_ops(logs, redact, redact_clients, redact_key_file, reject_classes, prometheus))
+    code = run_backfill(paths, settings, grammars_dir=str(grammars) if grammars else None, linger_s=linger)
     raise typer.Exit(code)
 
 
@@ -145,6 +177,8 @@ def tail(
         "(counted) instead of pausing.")] = False,
     buffer: Annotated[int, typer.Option("--buffer", min=100, help="Spans (and points) held with --lossy.")] = 20_000,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log rotations and truncations.")] = False,
+    logs: LogsOpt = None, redact: RedactOpt = None, redact_clients: RedactClientsOpt = None,
+    redact_key_file: RedactKeyOpt = None, reject_classes: RejectClassesOpt = None, prometheus: PrometheusOpt = None,
 ) -> None:
     """Follow live logs and export each connection moments after it ends; survives rotation and restarts.
 
@@ -164,7 +198,8 @@ def tail(
     settings = _settings(config_path=str(config) if config else None, mta=mta, year=year, timezone=timezone,
                          hostname=hostname, traces=traces, metrics=metrics, exporter=exporter,
                          endpoint=endpoint, service_name=service_name, metric_namespace=metric_namespace,
-                         quiet=quiet)
+                         quiet=quiet, **_ops(logs, redact, redact_clients, redact_key_file, reject_classes,
+                                             prometheus))
     raise typer.Exit(run_tail(paths, settings, state_path=str(state) if state else None,
                               from_beginning=from_beginning, force_polling=force_polling, lossy=lossy,
                               buffer=buffer, grammars_dir=str(grammars) if grammars else None))

@@ -68,6 +68,15 @@ class Settings:
     delta: bool = False
     quiet: bool = False
     retry_budget_s: float = 120.0  # how long one batch is retried before the run gives up
+    # operations (docs/operations.md): log records, redaction, reject classes, Prometheus/health
+    logs: ExportTarget = ExportTarget("none")
+    redact: str = "none"  # none | hash | domain | drop
+    redact_clients: str = "none"  # none | hash | drop
+    redact_key: bytes | None = field(default=None, repr=False)
+    reject_classes: bool = False
+    reason_classes: tuple[tuple[str, str], ...] = ()
+    reason_defaults: bool = True
+    prometheus: str | None = None  # HOST:PORT for /metrics, /health, /ready, /live
 
 
 def parse_kv_list(text: str) -> dict[str, str]:
@@ -164,9 +173,14 @@ def build_settings(*, env: Mapping[str, str] | None = None, config_path: str | N
                    hostname: str | None = None, traces: bool | None = None, metrics: bool | None = None,
                    exporter: str | None = None, endpoint: str | None = None, service_name: str | None = None,
                    metric_namespace: str | None = None, quiet: bool = False,
-                   retry_budget_s: float | None = None) -> Settings:
+                   retry_budget_s: float | None = None, logs: bool | None = None, redact: str | None = None,
+                   redact_clients: str | None = None, redact_key_file: str | None = None,
+                   reject_classes: bool | None = None, prometheus: str | None = None) -> Settings:
     env = os.environ if env is None else env
     ini = read_ini(config_path)
+    ops = _ops_settings(ini, env, exporter=exporter, endpoint=endpoint, logs=logs, redact=redact,
+                        redact_clients=redact_clients, redact_key_file=redact_key_file,
+                        reject_classes=reject_classes, prometheus=prometheus)
 
     def ini_get(section: str, key: str) -> str | None:
         return ini.get(section, key, fallback=None)
@@ -213,5 +227,50 @@ def build_settings(*, env: Mapping[str, str] | None = None, config_path: str | N
         service_version=ini_get("main", "service_version"), resource_attributes=resource,
         metric_namespace=metric_namespace or ini_get("metrics", "namespace"),
         export_interval_ms=interval_ms, delta=temporality in ("delta", "lowmemory"), quiet=quiet,
-        retry_budget_s=retry_budget_s if retry_budget_s is not None else 120.0,
+        retry_budget_s=retry_budget_s if retry_budget_s is not None else 120.0, **ops,
     )
+
+
+def _ops_settings(ini: configparser.ConfigParser, env: Mapping[str, str], *, exporter: str | None,
+                  endpoint: str | None, logs: bool | None, redact: str | None, redact_clients: str | None,
+                  redact_key_file: str | None, reject_classes: bool | None, prometheus: str | None) -> dict:
+    """The operations settings (docs/operations.md), with the same precedence as the rest."""
+    from maillog2otel.telemetry import reasons
+    from maillog2otel.telemetry.redact import RedactError, Redactor, load_key
+
+    def ini_get(section: str, key: str) -> str | None:
+        return ini.get(section, key, fallback=None)
+
+    out: dict = {}
+    logs_on = logs if logs is not None else _truthy(ini_get("logs", "enabled"))
+    if logs_on and not _truthy(env.get(OTEL_SDK_DISABLED)):
+        out["logs"] = export_target("logs", env=env, cli_exporter=exporter, cli_endpoint=endpoint,
+                                    ini_endpoint=ini_get("main", "endpoint"))
+    mode = (redact or ini_get("main", "redact") or "none").strip().lower()
+    clients = (redact_clients or ini_get("main", "redact_clients") or "none").strip().lower()
+    key_file = redact_key_file or ini_get("main", "redact_key_file")
+    try:
+        key = load_key(key_file, env) if "hash" in (mode, clients) else None
+        Redactor(mode, clients, key)  # validates modes and the key
+    except RedactError as exc:
+        raise ConfigError(str(exc)) from None
+    out.update(redact=mode, redact_clients=clients, redact_key=key)
+    rc = reject_classes if reject_classes is not None else _truthy(ini_get("metrics", "reject_classes"))
+    user = tuple((k, v) for k, v in ini.items("reasons", raw=True) if k != "use_defaults") if ini.has_section("reasons") \
+        else ()
+    use_defaults = _truthy(ini_get("reasons", "use_defaults")) is not False
+    try:
+        reasons.compile_classes(user, use_defaults)
+    except reasons.ConfigProblem as exc:
+        raise ConfigError(str(exc)) from None
+    out.update(reject_classes=bool(rc), reason_classes=user, reason_defaults=use_defaults)
+    listen = prometheus or ini_get("main", "prometheus")
+    if listen:
+        from maillog2otel.health import parse_listen
+
+        try:
+            parse_listen(listen)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        out["prometheus"] = listen
+    return out

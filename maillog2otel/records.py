@@ -38,6 +38,21 @@ class Event:
     rule: str
     fields: dict[str, Any]
     record: Record
+    # The span this line belongs to, set by the correlator when it attaches the line to a
+    # session, message or delivery: (trace_id, span_id) or a ``LogContext`` it fills in later.
+    # ``--logs`` stamps the line's log record with it.
+    ctx: tuple[bytes, bytes | None] | LogContext | None = None
+
+
+@dataclass(slots=True)
+class LogContext:
+    """A line's span when the correlator learns it only after the line (a bounce notice joins its
+    parent's trace at the ``bounce`` line, after the notice's own ``cleanup`` line): the correlator
+    keeps this object, puts it on each such line's ``Event.ctx`` and updates it; the log exporter
+    reads it a few seconds of log time after the line."""
+
+    trace_id: bytes = b""
+    span_id: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -93,6 +108,7 @@ class Count:
     ts_ns: int
     result: str  # queued | rejected (Haraka also delivered | deferred | bounced, per queue item)
     size_bytes: int | None = None
+    reason: str | None = None  # rejected: the reply text, for the bounded smtp.reject.class
 
 
 @dataclass(slots=True)

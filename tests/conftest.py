@@ -15,6 +15,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
@@ -34,7 +38,9 @@ class Received:
 
     traces: list[ExportTraceServiceRequest] = field(default_factory=list)
     metrics: list[ExportMetricsServiceRequest] = field(default_factory=list)
+    logs: list[ExportLogsServiceRequest] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
+    raw: list[bytes] = field(default_factory=list)  # every accepted request body, decompressed
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def spans(self) -> list:
@@ -44,6 +50,18 @@ class Received:
     def resource_spans(self) -> list:
         with self.lock:
             return [rs for req in self.traces for rs in req.resource_spans]
+
+    def log_records(self) -> list:
+        """(resource attributes as a dict, LogRecord) for every log record received."""
+        from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+        def plain(v: AnyValue) -> object:
+            return getattr(v, v.WhichOneof("value")) if v.WhichOneof("value") else None
+
+        with self.lock:
+            return [({kv.key: plain(kv.value) for kv in rl.resource.attributes}, r)
+                    for req in self.logs for rl in req.resource_logs for sl in rl.scope_logs
+                    for r in sl.log_records]
 
     def metric_points(self, name: str) -> list:
         out = []
@@ -59,7 +77,8 @@ class Received:
 
 
 class OtlpHttpReceiver:
-    """An OTLP/HTTP collector stand-in: decodes /v1/traces and /v1/metrics (protobuf, gzip or not).
+    """An OTLP/HTTP collector stand-in: decodes /v1/traces, /v1/metrics and /v1/logs (protobuf,
+    gzip or not).
 
     ``fail_next`` makes the next N requests answer 503 (a collector that is down for a while)."""
 
@@ -98,10 +117,16 @@ class OtlpHttpReceiver:
                         req.ParseFromString(body)
                         receiver.received.metrics.append(req)
                         reply = ExportMetricsServiceResponse().SerializeToString()
+                    elif self.path.endswith("/v1/logs"):
+                        req = ExportLogsServiceRequest()
+                        req.ParseFromString(body)
+                        receiver.received.logs.append(req)
+                        reply = ExportLogsServiceResponse().SerializeToString()
                     else:
                         self.send_response(404)
                         self.end_headers()
                         return
+                    receiver.received.raw.append(body)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", str(len(reply)))
@@ -124,6 +149,7 @@ class OtlpGrpcReceiver:
 
     def __init__(self) -> None:
         import grpc
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
         from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
         from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
@@ -143,9 +169,16 @@ class OtlpGrpcReceiver:
                     received.metrics.append(request)
                 return ExportMetricsServiceResponse()
 
+        class Logs(logs_service_pb2_grpc.LogsServiceServicer):
+            def Export(self, request, context):  # noqa: N802, ANN001, ANN201
+                with received.lock:
+                    received.logs.append(request)
+                return ExportLogsServiceResponse()
+
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), self.server)
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), self.server)
+        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Logs(), self.server)
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.server.start()

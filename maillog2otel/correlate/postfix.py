@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from maillog2otel.correlate.base import NS, CorrelateSettings, Grace, Stats, Table
-from maillog2otel.records import Connection, Count, Delivery, Event, MessageDone, Output, SpanEvent
+from maillog2otel.records import (
+    Connection, Count, Delivery, Event, LogContext, MessageDone, Output, SpanEvent,
+)
 from maillog2otel.telemetry.ids import ids_for, span_id_for
 
 MTA = "postfix"
@@ -79,6 +81,7 @@ class Message:
     parent_queue_id: str | None = None
     rcpts: dict[str, str] = field(default_factory=dict)  # recipient -> last result
     attempts: int = 0
+    log_ctx: LogContext | None = None  # the span of this message's lines (--logs); not saved
 
 
 class PostfixCorrelator:
@@ -193,6 +196,7 @@ class PostfixCorrelator:
         s = self.sessions.get(self._skey(ev))
         if s is not None:
             s.last_ns = ev.record.ts_ns
+            ev.ctx = (s.trace_id, s.span_id)
         return s
 
     def _connect(self, ev: Event, out: list[Output]) -> None:
@@ -216,6 +220,7 @@ class PostfixCorrelator:
         if screened and rec.ts_ns - screened[0] < 60 * NS:
             attrs["postfix.postscreen.verdict"] = screened[1]
         sess = Session(key, trace_id, span_id, rec.ts_ns, rec.ts_ns, attrs)
+        ev.ctx = (trace_id, span_id)
         evicted = self.sessions.put(key, sess)
         if evicted is not None:
             evicted.error = evicted.error or "evicted: too many open sessions"
@@ -227,6 +232,7 @@ class PostfixCorrelator:
         if sess is None:
             self.stats.bump("disconnect_without_connect")
             return
+        ev.ctx = (sess.trace_id, sess.span_id)
         sess.end_ns = ev.record.ts_ns
         sess.counts = ev.fields.get("counts", {})
         self.closing.push(sess.end_ns + self.s.grace_ns, sess)
@@ -272,9 +278,10 @@ class PostfixCorrelator:
                 if msg is not None and action.endswith("reject"):
                     msg.rejected = True
         if action in ("reject", "milter-reject", "proxy-reject"):
-            out.append(Count(MTA, rec.host, rec.ts_ns, "rejected"))
+            out.append(Count(MTA, rec.host, rec.ts_ns, "rejected", reason=f.get("reply_text")))
         if sess is None:
             return
+        ev.ctx = (sess.trace_id, sess.span_id)
         if "helo" in tail:
             sess.helo = tail["helo"]
         if "from" in tail:
@@ -340,6 +347,9 @@ class PostfixCorrelator:
             msg = self._new_message(key, ev.record.ts_ns, None, create, out)
         if msg is not None:
             msg.last_ns = ev.record.ts_ns
+            if msg.log_ctx is None:
+                msg.log_ctx = LogContext(msg.trace_id, msg.parent_span_id)
+            ev.ctx = msg.log_ctx
         return msg
 
     def _client(self, ev: Event, out: list[Output]) -> None:
@@ -372,7 +382,7 @@ class PostfixCorrelator:
         sess = msg.session if msg else None
         action = f["action"]
         if action == "reject":
-            out.append(Count(MTA, rec.host, rec.ts_ns, "rejected"))
+            out.append(Count(MTA, rec.host, rec.ts_ns, "rejected", reason=f.get("reason")))
             if msg is not None:
                 msg.rejected = True
         if sess is None:
@@ -427,6 +437,8 @@ class PostfixCorrelator:
         child.parent_queue_id = ev.fields["queue_id"]
         if parent is not None:  # the notice joins its parent's trace
             child.trace_id, child.parent_span_id = parent.trace_id, parent.parent_span_id
+            if child.log_ctx is not None:  # its cleanup line came first
+                child.log_ctx.trace_id, child.log_ctx.span_id = child.trace_id, child.parent_span_id
 
     def _delivery(self, ev: Event, out: list[Output]) -> None:
         f, rec = ev.fields, ev.record
@@ -466,7 +478,9 @@ class PostfixCorrelator:
         delays = kv.get("delays", "").split("/")
         if len(delays) == 4:  # connection setup + transmission: the attempt itself
             start -= int((_float(delays[2]) + _float(delays[3])) * NS)
-        out.append(self._delivery_span(msg, ev, rcpt, result, start, attrs))
+        span = self._delivery_span(msg, ev, rcpt, result, start, attrs)
+        ev.ctx = (span.trace_id, span.span_id)
+        out.append(span)
 
     def _delivery_span(self, msg: Message, ev: Event, rcpt: str, result: str, start_ns: int,
                        attrs: dict[str, Any]) -> Delivery:

@@ -35,6 +35,7 @@ class SinkStats:
     failed_points: int = 0
     last_error: str = ""
     errors: list[str] = field(default_factory=list)
+    state: str = "ok"  # ok | retrying | failed: what /health reports (maillog2otel.health)
 
 
 class Sink(Protocol):
@@ -126,6 +127,7 @@ class OtlpSink:
 
         def waiting(result: object, wait: float) -> None:
             self.stats.retries += 1
+            self.stats.state, self.stats.last_error = "retrying", str(getattr(result, "error", "?"))
             if not self._warned:  # once per outage, not per batch
                 log.warning("%s export failing (%s); retrying, next try in %.1fs", self.signal,
                             getattr(result, "error", "?"), wait)
@@ -139,10 +141,12 @@ class OtlpSink:
                 self._warned = False
             self.stats.spans += n_spans
             self.stats.points += n_points
+            self.stats.state = "ok"
             return
         self.stats.failed_spans += n_spans
         self.stats.failed_points += n_points
         self.stats.last_error = result.error
+        self.stats.state = "failed"
         what = f"{n_spans} spans" if n_spans else f"{n_points} metric points"
         raise ExportError(f"could not export {what} to {self.target.endpoint}: {result.error}")
 

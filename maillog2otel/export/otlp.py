@@ -105,6 +105,10 @@ class GrpcSender:
             self.channel = grpc.secure_channel(address, creds, compression=compression)
         stub_mod = trace_service_pb2_grpc if signal == "traces" else metrics_service_pb2_grpc
         stub_cls = stub_mod.TraceServiceStub if signal == "traces" else stub_mod.MetricsServiceStub
+        if signal == "logs":
+            from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
+
+            stub_cls = logs_service_pb2_grpc.LogsServiceStub
         self.call = stub_cls(self.channel).Export
         self.metadata = list(target.headers.items())
         self.grpc = grpc

@@ -10,12 +10,14 @@ same log send the same points) or delta when the OTLP temporality preference ask
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from maillog2otel.records import Connection, Count, Delivery
 
 SUM, HISTOGRAM, GAUGE = "sum", "histogram", "gauge"
+_CLASS_SEP = "|"  # "rejected|relay_denied": one series per (result, reject class)
 
 # OTel's default bounds reach 10 s; SMTP sessions run to minutes (ms).
 DURATION_BOUNDS_MS = (0, 5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000, 30000,
@@ -104,6 +106,8 @@ class Aggregator:
         self.bucket_end: int | None = None
         self.sources: set[tuple[str, str]] = set()  # (host, mta) being read: the up gauge
         self.overflow = 0
+        # reject reason -> bounded class (telemetry/reasons.py): rejected counts get smtp.reject.class
+        self.classify: Callable[[str | None], str] | None = None
 
     # --- observations ------------------------------------------------------------------
 
@@ -144,7 +148,10 @@ class Aggregator:
             self.add(d.host, d.mta, "messages", d.end_ns, 1, d.result)
 
     def count(self, c: Count) -> None:
-        self.add(c.host, c.mta, "messages", c.ts_ns, 1, c.result)
+        result = c.result
+        if result == "rejected" and self.classify is not None:
+            result = f"rejected{_CLASS_SEP}{self.classify(c.reason)}"
+        self.add(c.host, c.mta, "messages", c.ts_ns, 1, result)
         if c.size_bytes is not None:
             self.record(c.host, c.mta, "size", c.ts_ns, float(c.size_bytes))
 
@@ -201,6 +208,8 @@ class Aggregator:
             d = METRICS[metric]
             ns = self.namespace or mta
             attrs = {d.attr.replace("{ns}", ns): attr} if d.attr and attr is not None else {}
+            if attr is not None and _CLASS_SEP in attr:
+                attrs = dict(zip((d.attr, "smtp.reject.class"), attr.split(_CLASS_SEP, 1), strict=True))
             if d.kind == SUM:
                 value, start = s.value, s.start_ns
                 if self.delta:
