@@ -58,7 +58,7 @@ def test_backfill_exports_connections_deliveries_and_metrics(otlp_http: OtlpHttp
     for d in sorted(deliveries, key=lambda d: d.end_time_unix_nano):
         a = attrs_of(d)
         assert d.kind == 3 and d.start_time_unix_nano <= d.end_time_unix_nano
-        if a["smtp.message.origin"] == "smtp":  # retries too: children of the connection, same trace
+        if a["smtp.message.origin"] == "smtpd":  # retries too: children of the connection, same trace
             parent = by_span[d.parent_span_id]
             assert parent.trace_id == d.trace_id
             assert any(attrs_of(e).get("smtp.queue_id") == a["smtp.queue_id"] for e in parent.events

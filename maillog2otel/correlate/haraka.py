@@ -438,7 +438,9 @@ class HarakaCorrelator:
             if t.queued_ns is not None and not t.outbound:  # a queue plugin took it: nothing follows
                 out.append(MessageDone(MTA, c.host, c.trace_id, t.queued_ns))
         attrs = _attrs(c, d)
-        attrs["smtp.transactions"] = transactions
+        attrs["smtp.transactions"] = sum(1 for t in c.txns if t.mail_from is not None
+                                         and (t.mail_reply or _REPLY.get(t.mail_code, 250)) < 400)
+        attrs["smtp.messages_queued"] = transactions
         end = max(c.end_ns, c.start_ns)
         if c.inferred_ts and d.get("time"):  # no times in the log: the connection's own clock
             end = c.start_ns + int(float(d["time"]) * NS)

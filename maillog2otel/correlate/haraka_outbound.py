@@ -47,7 +47,7 @@ class Message:
     trace_id: bytes
     parent_span_id: bytes | None
     last_ns: int
-    origin: str = "smtp"  # smtp | local (Haraka's own: bounces, plugin mail)
+    origin: str = "smtpd"  # smtpd | bounce | local (Haraka's own mail) | unknown (before the log)
     mail_from: str | None = None
     rcpts: list[str] | None = None  # accepted recipients, RCPT order
     parent_item: str | None = None
@@ -180,8 +180,9 @@ class Outbound:
             if msg is None:  # its connection is not in this log: a trace named after it anyway
                 trace_id, _ = ids_for(f"{host}|{MTA}|{key.split('.')[0]}")
                 msg = self.message(host, key, ts, trace_id, None)
+                msg.origin = "unknown" if key.count(".") else "local"
                 self.stats.bump("queue_item_without_message")
-            if msg.origin == "local":
+            if msg.origin in ("local", "bounce"):
                 self.close_window(host, key)
         if item.start_ns is None and not _trailing(ev):
             item.start_ns = ts
@@ -206,11 +207,11 @@ class Outbound:
         pmsg = self.messages.get((host, parent.msg)) if parent is not None else None
         if pmsg is not None:
             msg = self.message(host, new, ts, pmsg.trace_id, pmsg.parent_span_id)
-            msg.parent_item = parent_key
+            msg.parent_item, msg.origin = parent_key, "bounce"  # only bounce_respond names an origin
         else:
             trace_id, _ = ids_for(f"{host}|{MTA}|{new}|local")
             msg = self.message(host, new, ts, trace_id, None)
-        msg.origin = "local"
+            msg.origin = "local"
         self.open_window(host, new)
 
     # --- verdicts ------------------------------------------------------------------------------
@@ -321,9 +322,10 @@ class Outbound:
         host, ts = ev.record.host, ev.record.ts_ns
         msg = self.messages.get((host, item.msg))
         assert msg is not None  # _item made it
+        origin = "bounce" if msg.origin == "local" and msg.mail_from == "" else msg.origin  # null sender
         attrs: dict[str, Any] = {"mta.name": MTA, "smtp.queue_id": msg.key, "haraka.queue_item": item.key,
                                  "smtp.result": result, "smtp.response": response,
-                                 "smtp.message.origin": msg.origin, "haraka.outbound.attempt": item.attempt,
+                                 "smtp.message.origin": origin, "haraka.outbound.attempt": item.attempt,
                                  **item.attrs, **extra}
         if rcpt is not None:
             attrs["smtp.rcpt_to"] = rcpt
