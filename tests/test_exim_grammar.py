@@ -287,6 +287,206 @@ class TestDaemon:
         assert parse("cwd=/var/spool/exim 2 args: /usr/sbin/exim -q")[0] == "arguments"
 
 
+# One or more lines per rule: from fixtures/exim/ where the real Exim 4.96 wrote the shape, else
+# in the form of Exim's source (smtp_in.c, deliver.c, receive.c, daemon.c, log.c) and of the
+# public samples the reference cites (spec, fail2ban, exim_exporter, mtail tests).
+EXAMPLES: dict[str, list[str]] = {
+    "arrival": [
+        "1xUxoQ-0002gI-0z <= alice@local.test H=(trusted.client.test) [127.0.0.1]:35897 "
+        "I=[127.0.0.1]:3525 P=esmtp S=605 RT=0.005s id=multi-recipient.1@client.test for "
+        "bob@local.test dave@relay.test",
+        "1xUxoU-0002iN-2z <= <> R=1xUxoU-0002iJ-2t U=Debian-exim P=local S=2157 RT=0.000s for "
+        "alice@local.test",
+        "16ZCW1-0005MB-00 <= kryten@dwarf.fict.example H=mailer.fict.example [192.168.123.123] U=exim "
+        "P=smtp S=5678 id=incoming.id@example",
+    ],
+    "delivery": [
+        "1xUxoP-0002fx-0t => alice <alice@local.test> R=local_user T=local_mbox S=755 QT=0.027s "
+        "DT=0.008s",
+        "1eACwY-0004ON-3Z => foobar@wikimedia.org R=otrs T=remote_smtp S=1789 "
+        'H=mendelevium.eqiad.wmnet [10.64.32.174] C="250 OK id=1eACwa-0001jO-8e" DT=0s',
+    ],
+    "failure": [
+        "1xUxnn-0002VO-1I ** bad-gina@bounce.test R=sink_route T=remote_smtp H=127.0.0.1 [127.0.0.1]: "
+        "SMTP error from remote mail server after RCPT TO:<bad-gina@bounce.test>: 550 5.1.1 "
+        "<bad-gina@bounce.test>: Recipient address rejected: User unknown",
+    ],
+    "deferral": [
+        "16aiQz-0002Q5-00 == marvin@endrest.example R=dnslookup T=smtp defer (146): Connection refused",
+        "1xUxoO-0002fk-2T == tmp-harry@relay.test routing defer (-52) DT=0.000s: retry time not reached",
+    ],
+    "completed": [
+        "1xUxoP-0002fx-0t Completed",
+        "1xUxoP-0002fx-0t Completed QT=1m3s",
+    ],
+    "message_state": [
+        "1jmFYj-00039V-QX Frozen (delivery error message)",
+        "1jmFYj-00039V-QX Unfrozen by forced delivery",
+        "1jmFYj-00039V-QX spool file is locked (another process is handling this message)",
+    ],
+    "no_immediate_delivery": [
+        "1jmFYj-00039V-QX no immediate delivery: load average 3.00",
+    ],
+    "error_ignored": [
+        "1jmFYj-00039V-QX postmaster@example.com: error ignored",
+    ],
+    "host_error": [
+        "1xUxoO-0002fg-0q H=127.0.0.1 [127.0.0.1] Connection refused",
+        "1xUxoO-0002fg-0q H=mx.example [192.0.2.1]: SMTP error from remote mail server after RCPT "
+        "TO:<a@b>: 450 try later",
+    ],
+    "dkim": [
+        "1jdghf-00034W-No DKIM: d=example.com s=sel c=relaxed/relaxed a=rsa-sha256 [verification "
+        "succeeded]",
+    ],
+    "connection_open": [
+        "SMTP connection from [127.0.0.1]:34367 I=[127.0.0.1]:3525 (TCP/IP connection count = 1)",
+        "SMTP connection from root",
+    ],
+    "connection_closed": [
+        "SMTP connection from (trusted.client.test) [127.0.0.1]:34367 I=[127.0.0.1]:3525 closed by QUIT",
+        "SMTP connection from (x) [1.2.3.4]:5 D=2s closed by DROP in ACL",
+    ],
+    "connection_lost": [
+        "SMTP connection from [127.0.0.1]:57766 lost D=3s",
+    ],
+    "no_mail": [
+        "no MAIL in SMTP connection from (noop.client.test) [127.0.0.2]:39505 I=[127.0.0.1]:3525 "
+        "D=0.200s C=EHLO,QUIT",
+    ],
+    "unexpected_disconnection": [
+        "unexpected disconnection while reading SMTP command from (drop.client.test) [127.0.0.9] D=0s",
+    ],
+    "command_timeout": [
+        "SMTP command timeout on connection from (x) [1.2.3.4]:5 D=5m",
+    ],
+    "data_timeout": [
+        "SMTP data timeout (message abandoned) on connection from (x) [1.2.3.4] F=<a@b> D=5m",
+    ],
+    "call_dropped": [
+        'SMTP call from (x) [1.2.3.4]:5 dropped: too many nonmail commands (last was "RSET")',
+    ],
+    "protocol_error": [
+        'SMTP protocol error in "AUTH LOGIN" H=(User) [194.33.191.29]:20042 I=[65.109.230.99]:25 '
+        "Ci=8001 LOGIN authentication mechanism not supported",
+        'SMTP syntax error in "FOO" H=(x) [1.2.3.4]:5 unrecognized command',
+    ],
+    "synchronization_error": [
+        "SMTP protocol synchronization error (next input sent too soon: pipelining was not "
+        'advertised): rejected "EHLO x" H=[1.2.3.4]:5 next input="MAIL FROM:<a@b>"',
+    ],
+    "tls_error": [
+        "TLS error on SMTP connection from (x) [1.2.3.4]:5 (SSL_accept): timed out",
+    ],
+    "rejected": [
+        "H=(relay.client.test) [127.0.0.6]:57449 I=[127.0.0.1]:3525 F=<mallory@outside.test> rejected "
+        "RCPT <victim@relay.test>: relay not permitted",
+        "1xUxnk-0002VB-38 H=(spam.client.test) [127.0.0.7] F=<spammer@outside.test> rejected after "
+        "DATA: message rejected: subject contains REJECTME",
+    ],
+    "dropped_by_acl": [
+        "H=(x) [1.2.3.4] dropped by 'connect' ACL: too many",
+    ],
+    "incomplete_transaction": [
+        "H=(relay.client.test) [127.0.0.6]:57449 I=[127.0.0.1]:3525 incomplete transaction (QUIT) from "
+        "<mallory@outside.test>",
+    ],
+    "sender_verify": [
+        "H=(x) [1.2.3.4] sender verify fail for <a@b>: Unrouteable address",
+    ],
+    "acl_warning": [
+        "H=(x) [1.2.3.4] Warning: listed at dnsbl",
+    ],
+    "rcpt_discarded": [
+        "H=(x) [1.2.3.4] F=<a@b> RCPT <c@d>: discarded by RCPT ACL: no",
+    ],
+    "rejected_helo": [
+        "rejected EHLO from [1.2.3.4]:2320 I=[1.2.3.4]:25: syntactically invalid argument(s): zomg",
+    ],
+    "rejected_helo_verify": [
+        'rejected "EHLO x.example" from (x.example) [1.2.3.4]',
+    ],
+    "rejected_mail": [
+        "rejected MAIL from (x) [1.2.3.4]: no HELO/EHLO given",
+        "rejected MAIL FROM:<a@b> H=(x) [1.2.3.4]: message too big: size=99 max=10",
+    ],
+    "unqualified_rejected": [
+        "unqualified sender rejected: <a> H=(x) [1.2.3.4]",
+    ],
+    "too_many_recipients": [
+        "too many recipients: message rejected: sender=<a@b> H=(x) [1.2.3.4]",
+    ],
+    "auth_failed": [
+        "dovecot_login authenticator failed for (localhost) [46.148.40.183]:62882: 535 Incorrect "
+        "authentication data (set_id=rita)",
+    ],
+    "connection_refused": [
+        "Connection from [213.246.33.217]:39456 refused: too many connections from that IP address",
+    ],
+    "refused_connection": [
+        "refused connection from [1.2.3.4] (host_reject_connection)",
+        "temporarily refused connection from [1.2.3.4]: not in reserve list: connected=1 max=1 "
+        "reserve=0",
+    ],
+    "eof_on_input": [
+        "Error or EOF on input from H=(x) [1.2.3.4]:5",
+    ],
+    "lookup_failed": [
+        "no host name found for IP address 192.0.2.7",
+    ],
+    "ignoring_auth": [
+        "ignoring AUTH=a@b from H=(x) [1.2.3.4] (client not authenticated)",
+    ],
+    "vrfy_etrn": [
+        "ETRN #example.com received from (x) [1.2.3.4]",
+    ],
+    "daemon_started": [
+        "exim 4.96 daemon started: pid=10266, -q10s, listening for SMTP on [127.0.0.1]:3525",
+    ],
+    "daemon_signal": [
+        "pid 27421: SIGHUP received: re-exec daemon",
+    ],
+    "queue_run": [
+        "Start queue run: pid=10268",
+        "End queue run: pid=10268",
+    ],
+    "arguments": [
+        "cwd=/var/spool/exim 2 args: /usr/sbin/exim -q",
+    ],
+    "listen_backlog": [
+        "listen backlog 20 I=[192.0.2.1]:25",
+    ],
+    "lost_privilege": [
+        "exim user lost privilege for using -C option",
+    ],
+    "rejectlog_envelope": [
+        "Envelope-from: <spammer@outside.test>",
+        "Envelope-to: <bob@local.test>",
+    ],
+    "rejectlog_header": [
+        "P Received: from [127.0.0.7] (port=54217 helo=spam.client.test)",
+        "  Subject: x",
+    ],
+    "rejectlog_continuation": [
+        "\tby mx.exim.test with esmtp (Exim 4.96)",
+        "    ...",
+        "*** truncated ***",
+    ],
+}
+
+
+def test_every_rule_has_examples() -> None:
+    assert set(EXAMPLES) == {r.name for r in exim.RULES}
+
+
+@pytest.mark.parametrize(("rule", "line"), [(r, line) for r, items in EXAMPLES.items() for line in items])
+def test_example_parses_by_its_rule_and_no_other(rule: str, line: str) -> None:
+    fast, slow = parse(line, FAST), parse(line, SLOW)
+    assert fast is not None and fast[0] == rule and fast == slow
+    body = _bare(Record(0, "mx", "exim", None, line))
+    assert [r.name for r in exim.RULES if r.parse_fast(body) is not None] == [rule]
+
+
 def _bare(rec: Record) -> str:
     m = FAST._prefix_re.match(rec.message)  # type: ignore[union-attr]
     return rec.message[m.end():] if m else rec.message
