@@ -224,6 +224,7 @@ class HarakaCorrelator:
         c = self.conns.get((ev.record.host, uuid.split(".", 1)[0]))
         if c is not None:
             c.last_ns = max(c.last_ns, ev.record.ts_ns)
+            ev.ctx = (c.trace_id, c.span_id)  # --logs: the line belongs to the connection's span
         return c
 
     def _txn(self, c: Conn, ev: Event, create: bool = False) -> Txn | None:
@@ -254,6 +255,7 @@ class HarakaCorrelator:
         _address(attrs, "client", kv.get("ip"), kv.get("port"))
         _address(attrs, "server", kv.get("local_ip"), kv.get("local_port"))
         c = Conn(uuid, rec.host, trace_id, span_id, rec.ts_ns, rec.ts_ns, attrs, rec.ts_inferred)
+        ev.ctx = (trace_id, span_id)
         evicted = self.conns.put((rec.host, uuid), c)
         if evicted is not None:
             evicted.error = evicted.error or "evicted: too many open sessions"
@@ -363,11 +365,9 @@ class HarakaCorrelator:
         elif _REPLY.get(retval, 250) >= 400 and hook not in ("mail", "rcpt", "rcpt_ok", "data_post", "queue",
                                                             "queue_outbound"):
             # refusals of the later commands have their own lines; these (connect, helo…) do not
-            code = _REPLY[retval]
-            c.events.append(SpanEvent("smtp.reject", ts, {
-                "smtp.reject.stage": hook.upper(), "smtp.response.code": code,
-                "smtp.reject.reason": kv.get("msg", ""), "haraka.plugin": kv.get("plugin", "")}))
-            out.append(Count(MTA, c.host, ts, "rejected"))
+            _refuse(c.events, out, c.host, ts, stage=hook.upper(), code=_REPLY[retval],
+                    reason=kv.get("msg", ""))
+            c.events[-1].attrs["haraka.plugin"] = kv.get("plugin", "")
 
     def _running(self, ev: Event, out: list[Output]) -> None:
         if (c := self._conn(ev)) is None:
@@ -474,8 +474,8 @@ class HarakaCorrelator:
             events.append(SpanEvent("smtp.mail", t.first_ns, {
                 "smtp.mail_from": t.mail_from, "smtp.response.code": code, "haraka.code": t.mail_code}))
             if code >= 400:
-                events.append(_reject(t.first_ns, "MAIL", code, f"sender <{t.mail_from}> denied"))
-                out.append(Count(MTA, host, t.first_ns, "rejected"))
+                _refuse(events, out, host, t.first_ns, stage="MAIL", code=code,
+                        reason=f"sender <{t.mail_from}> denied")
         for r, accepted, code, evidence in _resolve(t, relaying):
             ev: dict[str, Any] = {"smtp.rcpt_to": r.addr, "haraka.code": r.code,
                                   "haraka.rcpt.evidence": evidence}
@@ -487,8 +487,7 @@ class HarakaCorrelator:
             if accepted is False and code is not None:
                 reason = r.reply_text or r.msg or (
                     f"I cannot deliver mail for <{r.addr}>" if code == 550 else "")
-                events.append(_reject(r.ts_ns, "RCPT", code, reason))
-                out.append(Count(MTA, host, r.ts_ns, "rejected"))
+                _refuse(events, out, host, r.ts_ns, stage="RCPT", code=code, reason=reason)
         if t.data_refused is not None:
             code, text, ts = t.data_refused
             events.append(_reject(ts, "DATA", code, text))
@@ -504,8 +503,8 @@ class HarakaCorrelator:
             events.append(SpanEvent("smtp.data", t.message_ns, data))
             code = _REPLY.get(m.get("code", "CONT"), 250)
             if code >= 400:
-                events.append(_reject(t.message_ns, "DATA", code, m.get("msg", "") or "Message denied"))
-                out.append(Count(MTA, host, t.message_ns, "rejected"))
+                _refuse(events, out, host, t.message_ns, stage="DATA", code=code,
+                        reason=m.get("msg", "") or "Message denied")
         queued = self._queue_events(c, t, events, out)
         for ts in t.resets:
             events.append(SpanEvent("smtp.reset_transaction", ts, {}))
@@ -535,8 +534,7 @@ class HarakaCorrelator:
         if t.message is not None and _REPLY.get(t.message.get("code", "CONT"), 250) < 400 and t.queue:
             ts, code, msg = t.queue[-1]
             reply = _REPLY.get(code, 451) if code != "CONT" else 451  # CONT left alone: "Queuing declined"
-            events.append(_reject(ts, "QUEUE", reply, msg))
-            out.append(Count(MTA, c.host, ts, "rejected"))
+            _refuse(events, out, c.host, ts, stage="QUEUE", code=reply, reason=msg)
         return 0
 
     def _hooks(self, c: Conn, d: dict[str, str], relaying: bool | None) -> dict[str, int]:
@@ -664,6 +662,13 @@ def _message_size(t: Txn) -> int | None:
     if not raw.isdigit():
         return None
     return max(0, int(raw) - (2 if t.bare_lf else 3))
+
+
+def _refuse(events: list[SpanEvent], out: list[Output], host: str, ts: int, *, stage: str, code: int,
+            reason: str) -> None:
+    """A refusal: the span's ``smtp.reject`` event and a ``rejected`` count."""
+    events.append(_reject(ts, stage, code, reason))
+    out.append(Count(MTA, host, ts, "rejected", reason=f"{code} {reason}"))
 
 
 def _reject(ts: int, stage: str, code: int, reason: str) -> SpanEvent:

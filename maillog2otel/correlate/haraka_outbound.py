@@ -189,6 +189,7 @@ class Outbound:
         msg = self.messages.get((host, item.msg))
         if msg is not None:
             msg.last_ns = ts
+            ev.ctx = (msg.trace_id, msg.parent_span_id)  # --logs: under the connection until a verdict
         return item
 
     def _enqueue(self, ev: Event) -> None:
@@ -341,6 +342,7 @@ class Outbound:
             attrs["smtp.next_hop.queue_id"] = nxt
         start = item.start_ns if item.start_ns is not None else ts
         span_id = span_id_for(f"{msg.trace_id.hex()}|{item.key}|{rcpt}|{ts}|{result}|{item.attempt}")
+        ev.ctx = (msg.trace_id, span_id)
         return Delivery(MTA, host, msg.trace_id, span_id, msg.parent_span_id, min(start, ts), ts, result,
                         attrs, response if result == "bounced" else None, counted=False)
 
