@@ -173,7 +173,7 @@ def _normalised(result: Result) -> list[tuple]:
 
     def attrs(d: dict) -> tuple:
         return tuple(sorted((k, new_ids(v)) for k, v in d.items()))
-    return sorted((s.name, s.start_ns, s.end_ns, s.status_error, attrs(s.attrs),
+    return sorted((s.name, s.start_ns, s.end_ns, s.status_error or "", attrs(s.attrs),
                    tuple((e.name, e.ts_ns, attrs(e.attrs)) for e in s.events)) for s in result.spans)
 
 
@@ -410,3 +410,19 @@ def test_any_order_and_damage_never_breaks_the_correlator(picks: list, restart_a
     outs += corr.finish()
     assert all(type(o).__name__ in ("Connection", "Delivery", "Count", "MessageDone") for o in outs)
     assert corr.open_counts()["sessions"] == 0
+
+
+def test_both_id_formats_in_one_log(tmp_path: Path) -> None:
+    """A log spanning the upgrade to 4.97: messages received after it get 23-character IDs while the
+    deferred ones from before keep theirs (their spool files stay valid); nothing else changes."""
+    text = (FIX / "default.mainlog").read_text()
+    later = {m[1] for m in re.finditer(r"^\S+ \S+ (\S+) <= ", text, re.M)}
+    later -= {m[1] for m in re.finditer(r"^\S+ \S+ (\S+) == ", text, re.M)}  # deferred: old IDs stay
+    mixed = _OLD_ID.sub(lambda m: f"{m[1]}-{m[2].rjust(11, '0')}-{m[3].rjust(4, '0')}" if m[0] in later
+                        else m[0], text)
+    assert "-000000002" in mixed and "1xUxng-0002TS-2f ==" in mixed
+    (tmp_path / "mainlog").write_text(mixed)
+    result = run_pipeline([str(tmp_path / "mainlog")], timezone="UTC")
+    original, _ = load("default")
+    assert result.counters.unparsed == 0
+    assert _normalised(result) == _normalised(original)

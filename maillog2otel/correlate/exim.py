@@ -277,7 +277,8 @@ class EximCorrelator:
             return
         s.closed = True
         (self.synthetic if s.synthetic else self.sessions).pop(s.key)
-        self.closing.push(ts + self.s.grace_ns, s)
+        # whole-second stamps (no +millisec, syslog): a line 0.2 s later may be stamped a second later
+        self.closing.push(ts + self.s.grace_ns + (NS if ts % NS == 0 else 0), s)
 
     def _emit(self, s: Session) -> Any:
         host = s.host
