@@ -26,8 +26,10 @@ from maillog2otel.sources import SourceStats, first_mtime, group_streams, read_l
 from maillog2otel.telemetry import reasons, redact
 from maillog2otel.telemetry.metrics import Aggregator
 from maillog2otel.telemetry.spans import connection_span, delivery_span
+from maillog2otel.telemetry import stitch as stitch_state
 from maillog2otel.telemetry.stitch import Stitcher
 
+NS = 1_000_000_000
 _MAX_SHAPES = 500
 _MASKS = [
     (re.compile(r"<[^<>\s]*@[^<>\s]*>|[\w.+-]+@[\w.-]+"), "<addr>"),
@@ -77,7 +79,7 @@ class Pipeline:
 
     def __init__(self, settings: Settings, span_sink: Sink, metric_sink: Sink, *,
                  correlate: CorrelateSettings | None = None, fast: bool = True,
-                 grammars_dir: str | None = None, collect_shapes: bool = False) -> None:
+                 grammars_dir: str | None = None, collect_shapes: bool = False, live: bool = False) -> None:
         self.settings = settings
         self.span_sink, self.metric_sink = span_sink, metric_sink
         self.traces_on = settings.traces.exporter != "none" or isinstance(span_sink, _Collecting)
@@ -99,7 +101,8 @@ class Pipeline:
         self._next_bucket: int | None = None
         self._seen_sources: set[tuple[str, str]] = set()
         self._pending_spans: list = []
-        self.stitcher = Stitcher()  # spans wait here briefly: one trace across mail hops
+        # spans wait here briefly: one trace across mail hops
+        self.stitcher = Stitcher(window_ns=2 * NS, server_window_ns=0) if live else Stitcher()
 
     # --- per line ----------------------------------------------------------------------
 
@@ -185,7 +188,7 @@ class Pipeline:
             elif isinstance(o, MessageDone):
                 if self.traces_on:
                     stitch(o, now)
-        if self.stitcher.hold and self.stitcher.hold[0][0] <= now:
+        if self.stitcher.hold and (self.stitcher.server_window_ns == 0 or self.stitcher.hold[0][0] <= now):
             self._release(self.stitcher.release(now))
 
     def _release(self, items: list) -> None:
@@ -243,9 +246,9 @@ class Pipeline:
     def save_state(self) -> dict:
         """The whole correlation and metric state, JSON-able: what ``tail`` saves with its offsets
         (after the sinks accepted everything emitted so far) so a restart continues exactly here.
-        Spans waiting for a next-hop link leave now: a link found after a restart is a span link."""
-        self._flush_spans(final=True)
-        return {"version": 1,
+        Spans still waiting for a next-hop link are part of the state, not sent yet."""
+        self._flush_spans()
+        return {"version": 1, "stitch": stitch_state.save_state(self.stitcher),
                 "correlators": {name: corr.save_state() for name, (_, corr) in self.stages.items()},
                 "aggregator": self.aggregator.save_state(), "next_bucket": self._next_bucket,
                 "sources": [list(x) for x in sorted(self._seen_sources)]}
@@ -257,6 +260,7 @@ class Pipeline:
             if name in self.stages:
                 self.stages[name][1].load_state(corr_state)
         self.aggregator.load_state(state.get("aggregator", {}))
+        stitch_state.load_state(self.stitcher, state.get("stitch", {}))
         self._next_bucket = state.get("next_bucket")
         self._seen_sources = {tuple(x) for x in state.get("sources", [])}  # type: ignore[misc]
 

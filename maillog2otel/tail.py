@@ -771,7 +771,8 @@ class Tailer:
         self.spans = BufferedSink(span_sink, "spans", self.guard, lossy=options.lossy, cap=options.buffer)
         self.metrics = BufferedSink(metric_sink, "metrics", self.guard, lossy=options.lossy,
                                     cap=options.buffer)
-        self.pipeline = Pipeline(settings, self.spans, self.metrics, grammars_dir=grammars_dir)  # type: ignore[arg-type]
+        self.pipeline = Pipeline(settings, self.spans, self.metrics, grammars_dir=grammars_dir,  # type: ignore[arg-type]
+                                 live=True)
         self.clock = LogClock(options.skew_ns)
         self.followers: list[Follower] = []
         if "-" in paths and not self.stdin:

@@ -78,3 +78,33 @@ def test_ids_stay_deterministic(tmp_path: Path) -> None:
     b = run_pipeline([str(tmp_path / "syslog")], timezone="UTC", year=2026)
     assert [(s.trace_id, s.span_id, s.parent_span_id) for s in a.spans] == \
         [(s.trace_id, s.span_id, s.parent_span_id) for s in b.spans]
+
+
+def test_stitching_survives_a_restart(tmp_path: Path) -> None:
+    """tail saves held spans and link tables in its state: a restart between the hops' lines still
+    gives one trace, identical to a backfill."""
+    import json
+
+    from maillog2otel.config import build_settings
+    from maillog2otel.pipeline import Pipeline, backfill_records
+    from maillog2otel.sources import SourceStats
+    from maillog2otel.testing import CollectingSink
+
+    lines = sorted(_lines(MX1) + _lines(MX2), key=lambda line: line[:15])
+    (tmp_path / "syslog").write_text("".join(lines))
+    settings = build_settings(env={}, exporter="none", timezone="UTC", year=2026)
+    whole = run_pipeline([str(tmp_path / "syslog")], settings=settings)
+    spans = CollectingSink()
+    first = Pipeline(settings, spans, CollectingSink())
+    records = list(backfill_records([str(tmp_path / "syslog")], settings, first, SourceStats()))
+    cut = next(i for i, r in enumerate(records) if r.host == "mx1" and "status=sent" in r.message)
+    for rec in records[:cut]:
+        first.feed(rec)
+    state = json.loads(json.dumps(first.save_state()))
+    second = Pipeline(settings, spans, CollectingSink())
+    second.load_state(state)
+    for rec in records[cut:]:
+        second.feed(rec)
+    second.finish()
+    key = lambda s: (s.span_id, s.trace_id, s.parent_span_id)  # noqa: E731
+    assert sorted(map(key, spans.span_list)) == sorted(map(key, whole.spans))

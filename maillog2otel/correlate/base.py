@@ -15,7 +15,9 @@ NS = 1_000_000_000
 
 @dataclass(frozen=True, slots=True)
 class CorrelateSettings:
-    grace_ns: int = 2 * NS  # lines that follow a close (qmgr, Exim's "no MAIL") still belong to it
+    # lines that follow a close (qmgr, Exim's "no MAIL" ~0.2 s later) still belong to it; short,
+    # because a live tail exports a connection only after it (2 s latency target)
+    grace_ns: int = 1 * NS
     session_idle_ns: int = 3600 * NS  # an open session with no line for this long is given up
     message_retention_ns: int = 7 * 86400 * NS  # deferred mail keeps its trace this long (≥ 6 days)
     max_sessions: int = 100_000

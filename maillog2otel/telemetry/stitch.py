@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from maillog2otel.records import SERVER, MessageDone, SpanData
+from maillog2otel.records import SERVER, MessageDone, SpanData, SpanEvent
 
 NS = 1_000_000_000
 
@@ -32,9 +32,14 @@ class StitchStats:
 
 
 class Stitcher:
+    """``window_ns``: how long deliveries (and hints) wait; ``server_window_ns``: how long connection
+    spans wait. A live tail lets connection spans go at once (they are adopted on arrival when the
+    delivery came first, the usual order) and keeps its 2 s latency."""
+
     def __init__(self, window_ns: int = 3 * NS, match_ns: int = 600 * NS, retention_ns: int = 7 * 86400 * NS,
-                 max_entries: int = 200_000) -> None:
+                 max_entries: int = 200_000, server_window_ns: int | None = None) -> None:
         self.window_ns, self.match_ns, self.retention_ns = window_ns, match_ns, retention_ns
+        self.server_window_ns = window_ns if server_window_ns is None else server_window_ns
         self.max_entries = max_entries
         self.hold: deque[tuple[int, SpanData | MessageDone]] = deque()
         # next hop's queue ID -> (log time, trace ID, delivery span ID) of the delivery naming it
@@ -71,7 +76,8 @@ class Stitcher:
                     self._adopt(span, self._trace(hop[1]), hop[2])
                 else:
                     self.waiting[qid] = span
-        self.hold.append((max(span.end_ns, now_ns) + self.window_ns, span))
+        wait = self.server_window_ns if span.kind == SERVER else self.window_ns
+        self.hold.append((max(span.end_ns, now_ns) + wait, span))
 
     def _delivery(self, span: SpanData, nxt: str) -> None:
         conn = self.waiting.pop(nxt, None)
@@ -110,6 +116,14 @@ class Stitcher:
         hold = self.hold
         while hold and hold[0][0] <= now_ns:
             out.append(self._leave(hold.popleft()[1]))
+        if hold and self.server_window_ns < self.window_ns:  # connection spans due behind others
+            keep: deque[tuple[int, SpanData | MessageDone]] = deque()
+            for due, item in hold:
+                if due <= now_ns:
+                    out.append(self._leave(item))
+                else:
+                    keep.append((due, item))
+            self.hold = keep
         if self.remap and now_ns:
             while self.remap and next(iter(self.remap.values()))[0] < now_ns - self.retention_ns:
                 self.remap.popitem(last=False)
@@ -131,6 +145,53 @@ class Stitcher:
             while self.sent and next(iter(self.sent.values()))[0] < item.start_ns - self.match_ns:
                 self.sent.popitem(last=False)
         return item
+
+
+# --- state across restarts (tail): held spans and the link tables, JSON-able --------------------
+
+def _span_state(s: SpanData) -> dict:
+    return {"n": s.name, "k": s.kind, "t": s.trace_id.hex(), "s": s.span_id.hex(),
+            "p": s.parent_span_id.hex() if s.parent_span_id else None, "b": s.start_ns, "e": s.end_ns,
+            "a": s.attrs, "ev": [[e.name, e.ts_ns, e.attrs] for e in s.events], "err": s.status_error,
+            "r": list(s.resource), "l": [[t.hex(), sp.hex(), a] for t, sp, a in s.links]}
+
+
+def _span_from(d: dict) -> SpanData:
+    return SpanData(d["n"], d["k"], bytes.fromhex(d["t"]), bytes.fromhex(d["s"]),
+                    bytes.fromhex(d["p"]) if d["p"] else None, d["b"], d["e"], d["a"],
+                    [SpanEvent(*e) for e in d["ev"]], d["err"], tuple(d["r"]),  # type: ignore[arg-type]
+                    [(bytes.fromhex(t), bytes.fromhex(sp), a) for t, sp, a in d["l"]])
+
+
+def save_state(st: Stitcher) -> dict:
+    hold = []
+    for due, item in st.hold:
+        if isinstance(item, MessageDone):
+            hold.append([due, "done", [item.mta, item.host, item.trace_id.hex(), item.ts_ns]])
+        else:
+            hold.append([due, "span", _span_state(item)])
+    return {"hold": hold,
+            "next_hop": [[q, ts, t.hex(), s.hex()] for q, (ts, t, s) in st.next_hop.items()],
+            "sent": [[q, ts, t.hex(), s.hex()] for q, (ts, t, s) in st.sent.items()],
+            "remap": [[o.hex(), ts, n.hex()] for o, (ts, n) in st.remap.items()]}
+
+
+def load_state(st: Stitcher, state: dict) -> None:
+    for due, kind, raw in state.get("hold", []):
+        if kind == "done":
+            st.hold.append((due, MessageDone(raw[0], raw[1], bytes.fromhex(raw[2]), raw[3])))
+            continue
+        span = _span_from(raw)
+        st.hold.append((due, span))
+        if span.kind == SERVER and span.parent_span_id is None:
+            for qid in _queue_ids(span):
+                st.waiting[qid] = span
+    for q, ts, t, s in state.get("next_hop", []):
+        st.next_hop[q] = (ts, bytes.fromhex(t), bytes.fromhex(s))
+    for q, ts, t, s in state.get("sent", []):
+        st.sent[q] = (ts, bytes.fromhex(t), bytes.fromhex(s))
+    for o, ts, n in state.get("remap", []):
+        st.remap[bytes.fromhex(o)] = (ts, bytes.fromhex(n))
 
 
 def _queue_ids(span: SpanData) -> list[str]:
