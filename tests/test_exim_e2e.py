@@ -100,3 +100,31 @@ def test_rerun_sends_identical_ids(otlp_http: OtlpHttpReceiver) -> None:
     backfill(otlp_http, str(FIX / "rich.mainlog"))
     second = sorted((s.trace_id, s.span_id, s.parent_span_id) for s in otlp_http.received.spans())
     assert first == second and len(first) == len(set(first))
+
+
+def test_every_line_carries_its_span_with_logs(otlp_http: OtlpHttpReceiver) -> None:
+    """--logs: a session's lines (the child's pid; the daemon's open line by its client port)
+    carry the session's span; a delivery line carries its delivery span."""
+    proc = run_cli("backfill", "--timezone", "UTC", "--hostname", "mx", "--logs", str(FIX / "rich.mainlog"),
+                   env=clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=otlp_http.endpoint))
+    assert proc.returncode == 0, proc.stderr.decode()
+    records = [r for _, r in otlp_http.received.log_records()]
+    assert len(records) == len((FIX / "rich.mainlog").read_text().splitlines())
+    spans = otlp_http.received.spans()
+    sessions = {attrs_of(s)["process.pid"]: s for s in spans if s.name == "smtp.connection"}
+    deliveries = {s.span_id for s in spans if s.name == "smtp.delivery"}
+    checked = 0
+    for r in records:
+        pid, body = attrs_of(r)["process.pid"], r.body.string_value
+        if pid in sessions:
+            assert (r.trace_id, r.span_id) == (sessions[pid].trace_id, sessions[pid].span_id), body
+            checked += 1
+        elif body.startswith("SMTP connection from ["):  # written by the daemon: found by the port
+            port = int(body.split("]:", 1)[1].split()[0])
+            (s,) = [s for s in sessions.values() if attrs_of(s).get("client.port") == port]
+            assert (r.trace_id, r.span_id) == (s.trace_id, s.span_id)
+            checked += 1
+        elif " => " in body or " ** " in body or (" == " in body and "retry time not reached" not in body):
+            assert r.span_id in deliveries, body
+            checked += 1
+    assert checked > 60

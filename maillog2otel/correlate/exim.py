@@ -196,6 +196,7 @@ class EximCorrelator:
             s.attrs["process.pid"] = pid
             self.by_pid[(host, pid)] = s
         s.touch(ts)
+        ev.ctx = (s.trace_id, s.span_id)  # the line's span, for --logs
         table = self.synthetic if s.synthetic else self.sessions
         if s.key in table:
             table.touch(s.key)
@@ -298,6 +299,7 @@ class EximCorrelator:
         """A close line whose session began before the log did (or that no open line announced)."""
         s = self._new_session(ev, h, user, ev.record.ts_ns, pid=self._pid(ev))
         s.attrs["exim.reconstructed"] = "partial"
+        ev.ctx = (s.trace_id, s.span_id)
         if s.pid is not None:
             self.by_pid[(s.host, s.pid)] = s
         return s
@@ -308,6 +310,7 @@ class EximCorrelator:
         f, rec = ev.fields, ev.record
         if "user" in f:  # local -bs: the process itself writes the line, its pid is the session's
             s = self._new_session(ev, None, f["user"], rec.ts_ns, pid=self._pid(ev))
+            ev.ctx = (s.trace_id, s.span_id)
             if s.pid is not None:
                 self.by_pid[(rec.host, s.pid)] = s
             s.attrs["exim.correlation"] = "pid"
@@ -319,6 +322,7 @@ class EximCorrelator:
                 if not old.closed:
                     self._close(old, old.last_ns, None, "no close logged")
         s = self._new_session(ev, h, None, rec.ts_ns)
+        ev.ctx = (s.trace_id, s.span_id)
         self.by_addr.setdefault(key, []).append(s)
         s.attrs["exim.correlation"] = "client_port" if h.get("port") is not None else "client_address"
         s.attrs["exim.connection_count"] = f["count"]
@@ -378,7 +382,7 @@ class EximCorrelator:
         tags = {**f.get("tags", {}), **f.get("tags2", {})}
         s = self._session_of(ev, create=True)
         if rule in ("call_dropped", "dropped_by_acl"):
-            out.append(Count(MTA, ev.record.host, ev.record.ts_ns, "rejected"))
+            out.append(Count(MTA, ev.record.host, ev.record.ts_ns, "rejected", reason=f.get("reason")))
             self.entry[ev.record.stream] = (s, None)
         if s is None:
             return
@@ -409,7 +413,7 @@ class EximCorrelator:
 
     def _rejected(self, ev: Event, out: list[Output]) -> None:
         f, ts = ev.fields, ev.record.ts_ns
-        out.append(Count(MTA, ev.record.host, ts, "rejected"))
+        out.append(Count(MTA, ev.record.host, ts, "rejected", reason=f.get("reason")))
         raw = f["stage"]
         # "rejected by non-SMTP ACL" / "by local_scan()": local submissions, not SMTP sessions
         s = self._session_of(ev, create=not raw.startswith("by "))
@@ -454,7 +458,8 @@ class EximCorrelator:
     def _other_rejection(self, ev: Event, out: list[Output]) -> None:
         """HELO syntax, unqualified addresses, too many recipients, sync errors, refused connections."""
         f, rule, ts = ev.fields, ev.rule, ev.record.ts_ns
-        out.append(Count(MTA, ev.record.host, ts, "rejected"))
+        text = f.get("reason") or f.get("detail") or f.get("what") or rule
+        out.append(Count(MTA, ev.record.host, ts, "rejected", reason=text))
         if rule in ("connection_refused", "refused_connection"):
             return  # refused before a session began (or by host_reject_connection): no span to add to
         s = self._session_of(ev, create=True)
@@ -464,8 +469,7 @@ class EximCorrelator:
         stage, code = {"rejected_helo": ("HELO", 501), "rejected_helo_verify": ("HELO", 550),
                        "rejected_mail": ("MAIL", 550), "unqualified_rejected": ("RCPT", 501),
                        "too_many_recipients": ("RCPT", 452), "synchronization_error": ("SYNC", 554)}[rule]
-        attrs = {"smtp.reject.stage": stage, "smtp.response.code": code,
-                 "smtp.reject.reason": f.get("reason") or f.get("detail") or f.get("what") or rule}
+        attrs = {"smtp.reject.stage": stage, "smtp.response.code": code, "smtp.reject.reason": text}
         s.events.append(SpanEvent("smtp.reject", ts, attrs))
         if rule == "rejected_helo":
             self._count(s, f["verb"].lower())
@@ -578,6 +582,8 @@ class EximCorrelator:
                 msg.trace_id, msg.parent_span_id = pm.trace_id, pm.parent_span_id
         else:
             msg.origin = "local"
+        if s is None:
+            ev.ctx = (msg.trace_id, msg.parent_span_id)
 
     # --- state across restarts (tail) ------------------------------------------------------
 

@@ -78,6 +78,7 @@ class MessageBook:
             msg = self.new(ev, msgid, None)
             msg.origin = "unknown"
         msg.last_ns = max(msg.last_ns, ev.record.ts_ns)
+        ev.ctx = (msg.trace_id, msg.parent_span_id)  # the line's span, for --logs
         return msg
 
     def delivery(self, ev: Event, out: list[Output]) -> None:
@@ -134,6 +135,7 @@ class MessageBook:
         msgid = ev.fields.get("msgid")
         msg = self.table.pop((ev.record.host, msgid)) if msgid else None
         if msg is not None:
+            ev.ctx = (msg.trace_id, msg.parent_span_id)
             out.append(MessageDone(MTA, ev.record.host, msg.trace_id, ev.record.ts_ns))
 
     def _attrs(self, f: dict[str, Any], tags: dict[str, Any], rcpt: str) -> dict[str, Any]:
@@ -180,6 +182,7 @@ class MessageBook:
         dt = attrs.get("exim.deliver_time_s")
         start = ts - int(dt * NS) if isinstance(dt, float) else ts
         span_id = span_id_for(f"{msg.trace_id.hex()}|{msg.msgid}|{rcpt}|{ts}|{result}|{msg.attempts}")
+        ev.ctx = (msg.trace_id, span_id)
         return Delivery(MTA, msg.host, msg.trace_id, span_id, msg.parent_span_id, min(start, ts), ts, result,
                         attrs, error)
 
