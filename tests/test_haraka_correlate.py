@@ -435,3 +435,31 @@ def test_counters_settle_a_recipient_when_nothing_else_does() -> None:
     refused = rcpts["someone@elsewhere.example"]
     assert (refused["smtp.rcpt.accepted"], refused["haraka.rcpt.evidence"]) == (False, "counters")
     assert refused["smtp.response.code"] == 550
+
+
+def test_a_message_queued_but_never_acknowledged() -> None:
+    """fixtures/chain halfclose: Exim half-closes after the final dot; Haraka has handed the message
+    to outbound (``queue code=CONT``) but never says OK. It is queued and relayed all the same: not
+    a refusal, no ``smtp.queue_ok`` (the client got no 250), its deliveries in its connection's
+    trace, counted queued once (at its first queue item)."""
+    chain = FIX.parent / "chain"
+    truth = json.loads((chain / "halfclose.truth.json").read_text())
+    result = run_pipeline([str(chain / "halfclose.haraka.log")], timezone="UTC")
+    copies = [c["hops"][0] for m in truth["messages"] for c in m.get("unacknowledged_copies", [])]
+    acked = [h for m in truth["messages"] for h in m["hops"] if h["mta"] == "haraka"]
+    assert copies and acked
+    spans = {s.attrs["client.port"]: s for s in result.connections()}
+    for hop in copies:
+        span = spans[hop["client_port"]]
+        assert span.status_error == "client half closed connection"
+        assert [e["smtp.queue_id"] for e in events(span, "haraka.queue.unacknowledged")] == [hop["queue_id"]]
+        assert not events(span, "smtp.queue_ok") and not events(span, "smtp.reject")
+        mine = [d for d in result.deliveries() if d.attrs["smtp.queue_id"] == hop["queue_id"]]
+        assert {d.attrs["haraka.queue_item"] for d in mine} == set(hop["outbound_items"])
+        assert {d.attrs["smtp.rcpt_to"] for d in mine} == set(hop["rcpts"])
+        assert all((d.trace_id, d.parent_span_id) == (span.trace_id, span.span_id) for d in mine)
+    for hop in acked:
+        span = spans[hop["client_port"]]
+        assert hop["queue_id"] in [e["smtp.queue_id"] for e in events(span, "smtp.queue_ok")]
+    assert result.metric_total("haraka.messages", {"smtp.result": "queued"}) == len(copies) + len(acked)
+    assert result.metric_total("haraka.messages", {"smtp.result": "rejected"}) == 0

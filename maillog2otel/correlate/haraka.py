@@ -269,6 +269,8 @@ class HarakaCorrelator:
             return
         self.conns.pop((c.host, c.uuid))
         c.disconnect, c.end_ns = ev.fields["kv"], ev.record.ts_ns
+        for t in c.txns:  # a client gone before the OK leaves its queueing window open
+            self.outbound.close_window(c.host, f"{c.uuid}.{t.n}")
         self.closing.push(c.end_ns + self.s.grace_ns, c)
 
     def _client_gone(self, ev: Event, out: list[Output]) -> None:
@@ -337,12 +339,16 @@ class HarakaCorrelator:
         if code == "CONT" and msg.startswith("Message Queued"):  # queue_outbound: outbound takes it
             t.outbound = True
             self.outbound.message(c.host, key, ts, c.trace_id, c.span_id, mail_from=t.mail_from,
-                                  rcpts=[r.addr for r in t.rcpts if _accepted(r, True)[0]])
+                                  rcpts=[r.addr for r in t.rcpts if _accepted(r, True)[0]],
+                                  size=_message_size(t))
             self.outbound.open_window(c.host, key)
         elif code == "OK":
             t.queued_ns, t.queue_msg, t.reset_ns = ts, msg, t.reset_ns or ts
             self.outbound.close_window(c.host, key)
-            out.append(Count(MTA, c.host, ts, "queued", _message_size(t)))
+            if t.outbound:
+                self.outbound.count_queued(c.host, key, ts, out)
+            else:
+                out.append(Count(MTA, c.host, ts, "queued", _message_size(t)))
         elif _REPLY.get(code, 250) >= 400:
             t.reset_ns = ts
             self.outbound.close_window(c.host, key)
@@ -531,6 +537,11 @@ class HarakaCorrelator:
             if size is not None:
                 c.attrs["smtp.message.size_bytes"] = size
             return 1
+        if t.outbound and c.error is not None and t.queue and t.queue[-1][1] == "CONT":
+            # outbound took it, but the client left before the OK: queued (its items will show),
+            # never acknowledged (the client will send it again)
+            events.append(SpanEvent("haraka.queue.unacknowledged", t.queue[-1][0], {"smtp.queue_id": qid}))
+            return 0
         if t.message is not None and _REPLY.get(t.message.get("code", "CONT"), 250) < 400 and t.queue:
             ts, code, msg = t.queue[-1]
             reply = _REPLY.get(code, 451) if code != "CONT" else 451  # CONT left alone: "Queuing declined"

@@ -54,6 +54,8 @@ class Message:
     domains: list[str] = field(default_factory=list)  # "Transaction delivery for domain", in order
     window: str = "closed"  # open | closed | ambiguous: may those lines be read as this message's?
     expected: int | None = None  # how many items it was split into, when known
+    size: int | None = None
+    counted: bool = False  # haraka.messages{queued}: at "queue code=OK", or at its first item
     finished: list[str] = field(default_factory=list)  # items with every recipient final
     done: bool = False
 
@@ -88,15 +90,24 @@ class Outbound:
     # --- the inbound side hands messages over --------------------------------------------------
 
     def message(self, host: str, key: str, ts: int, trace_id: bytes, parent: bytes | None, *,
-                mail_from: str | None = None, rcpts: list[str] | None = None) -> Message:
+                mail_from: str | None = None, rcpts: list[str] | None = None,
+                size: int | None = None) -> Message:
         msg = self.messages.get((host, key))
         if msg is None:
             msg = Message(key, host, trace_id, parent, ts)
             self.messages.put((host, key), msg)
-        msg.mail_from, msg.rcpts, msg.last_ns = mail_from, rcpts, ts
+        msg.mail_from, msg.rcpts, msg.last_ns, msg.size = mail_from, rcpts, ts, size
         if rcpts:
             msg.expected = len(dict.fromkeys(_domain(r) for r in rcpts))
         return msg
+
+    def count_queued(self, host: str, key: str, ts: int, out: list[Output]) -> None:
+        """Once per message: at ``queue code=OK``, or at its first item when the client left
+        before Haraka could say OK (the message is queued all the same)."""
+        msg = self.messages.get((host, key))
+        if msg is not None and not msg.counted:
+            msg.counted = True
+            out.append(Count(MTA, host, ts, "queued", msg.size))
 
     def open_window(self, host: str, key: str) -> None:
         open_now = self.windows.setdefault(host, [])
@@ -136,6 +147,8 @@ class Outbound:
         if item is None:
             return
         ts = ev.record.ts_ns
+        if (msg := self.messages.get((ev.record.host, item.msg))) is not None and msg.origin == "smtpd":
+            self.count_queued(ev.record.host, item.msg, ts, out)
         if rule == "delivered":
             self._delivered(item, ev, out)
         elif rule == "temp_fail":
@@ -182,8 +195,7 @@ class Outbound:
                 msg = self.message(host, key, ts, trace_id, None)
                 msg.origin = "unknown" if key.count(".") else "local"
                 self.stats.bump("queue_item_without_message")
-            if msg.origin in ("local", "bounce"):
-                self.close_window(host, key)
+            self.close_window(host, key)  # items are sent only after all of them are queued
         if item.start_ns is None and not _trailing(ev):
             item.start_ns = ts
         msg = self.messages.get((host, item.msg))
