@@ -312,6 +312,9 @@ class Run:
     rc: int | None = None
     error: str = ""
     sink_cpu_s: float = 0.0
+    rss_quarters_mb: list[float] = field(
+        default_factory=list
+    )  # peak tree RSS by 1/4, 1/2, 3/4, all of the run
     others_cores: float = 0.0  # CPU used by other processes on the machine during the run, in cores
     received: dict = field(default_factory=dict)
     summary: str = ""
@@ -333,6 +336,7 @@ def measure(tool: Tool, lines: int, out_prefix: Path, timeout: float, sink: Sink
         sink.stats(reset=True)
     sink_cpu0 = sink.cpu() if sink else 0.0
     peak_tree = 0
+    timeline: list[int] = []  # sampled tree RSS (KB), every 0.25 s
     stop = threading.Event()
     busy0 = _busy_s()
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
@@ -357,6 +361,7 @@ def measure(tool: Tool, lines: int, out_prefix: Path, timeout: float, sink: Sink
                     total += _rss_kb(p)
                     todo.extend(kids.get(p, ()))
                 peak_tree = max(peak_tree, total)
+                timeline.append(total)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -376,6 +381,10 @@ def measure(tool: Tool, lines: int, out_prefix: Path, timeout: float, sink: Sink
         with contextlib.suppress(OSError, ValueError, IndexError):
             run.peak_rss_mb = int(rss_path.read_text().split()[-1]) / 1024
     run.tree_rss_mb = max(peak_tree / 1024, run.peak_rss_mb)
+    if len(timeline) >= 8:  # RSS along the run: flat, or growing with the lines read?
+        run.rss_quarters_mb = [
+            round(max(timeline[: max(1, len(timeline) * q // 4)]) / 1024, 1) for q in (1, 2, 3, 4)
+        ]
     run.cpu_s = ru.ru_utime + ru.ru_stime
     run.lines_per_s = lines / wall if wall > 0 else 0.0
     busy = _busy_s() - busy0
@@ -508,6 +517,9 @@ def table(
         note = []
         if r.others_cores > 0.25:
             note.append(f"others busy {r.others_cores:.1f} cores")
+        if t.kind == "m2o" and len(r.rss_quarters_mb) == 4 and r.rss_quarters_mb[0] > 0:
+            q = r.rss_quarters_mb
+            note.append(f"RSS by quarter {q[0]:.0f}/{q[1]:.0f}/{q[2]:.0f}/{q[3]:.0f} MB")
         if r.tree_rss_mb > 1.15 * r.peak_rss_mb:
             note.append(f"tree RSS {r.tree_rss_mb:.0f} MB")
         if t.needs_sink:
@@ -568,12 +580,9 @@ def table(
         r = res.get(t.name)
         if r is None or r.rc != 0 or t.kind != "m2o":
             continue
-        by_cpu.append(
-            f"{t.name} "
-            + " ".join(
-                f"{_ratio(_per_cpu(r), cref[k])} {k}" for k in (base, "mtail", "py floor") if k and cref[k]
-            )
-        )
+        vs = [f"{_ratio(_per_cpu(r), cref[k])} {k}" for k in (base, "mtail", "py floor") if k and cref[k]]
+        if vs:
+            by_cpu.append(f"{t.name} " + " ".join(vs))
     if by_cpu:
         out.append(
             "ratios by CPU time (lines per CPU-second; the sink's CPU not counted): " + "; ".join(by_cpu)
