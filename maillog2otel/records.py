@@ -97,6 +97,10 @@ class Delivery:
     error: str | None = None
     links: list[tuple[bytes, bytes, dict[str, Any]]] = field(default_factory=list)
     counted: bool = True  # False: <mta>.messages counts this result elsewhere (Haraka: per queue item)
+    # True while the connection span this delivery is a child of has not been emitted yet: the
+    # stitcher keeps it until then, so a connection adopted into the previous hop's trace takes
+    # its early deliveries along
+    parent_pending: bool = False
 
 
 @dataclass(slots=True)
@@ -140,3 +144,4 @@ class SpanData:
     status_error: str | None
     resource: tuple[str, str]  # (host, mta): one OTLP resource each
     links: list[tuple[bytes, bytes, dict[str, Any]]] = field(default_factory=list)
+    parent_pending: bool = False  # see Delivery.parent_pending

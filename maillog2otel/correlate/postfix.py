@@ -497,7 +497,7 @@ class PostfixCorrelator:
         span_id = span_id_for(f"{msg.trace_id.hex()}|{msg.key}|{rcpt}|{rec.ts_ns}|{result}")
         error = attrs.get("smtp.response") if result in ("bounced", "expired") else None
         return Delivery(MTA, rec.host, msg.trace_id, span_id, msg.parent_span_id, min(start_ns, rec.ts_ns),
-                        rec.ts_ns, result, attrs, error)
+                        rec.ts_ns, result, attrs, error, parent_pending=msg.session is not None)
 
     # --- the SERVER span -----------------------------------------------------------------------
 

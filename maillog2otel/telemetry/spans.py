@@ -13,4 +13,4 @@ def connection_span(c: Connection) -> SpanData:
 
 def delivery_span(d: Delivery) -> SpanData:
     return SpanData("smtp.delivery", CLIENT, d.trace_id, d.span_id, d.parent_span_id, d.start_ns,
-                    d.end_ns, d.attrs, [], d.error, (d.host, d.mta), d.links)
+                    d.end_ns, d.attrs, [], d.error, (d.host, d.mta), d.links, d.parent_pending)

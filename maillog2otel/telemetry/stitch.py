@@ -49,6 +49,9 @@ class Stitcher:
         # queue ID -> (log time, trace, span) of connection spans already sent (late links)
         self.sent: OrderedDict[str, tuple[int, bytes, bytes]] = OrderedDict()
         self.remap: OrderedDict[bytes, tuple[int, bytes]] = OrderedDict()  # old trace -> new trace
+        # deliveries whose connection span has not come yet, by that span's ID
+        self.children: OrderedDict[bytes, list[tuple[int, SpanData]]] = OrderedDict()
+        self.max_child_wait_ns = 3600 * NS
         self.stats = StitchStats()
 
     def _trace(self, trace_id: bytes) -> bytes:
@@ -76,8 +79,16 @@ class Stitcher:
                     self._adopt(span, self._trace(hop[1]), hop[2])
                 else:
                     self.waiting[qid] = span
-        wait = self.server_window_ns if span.kind == SERVER else self.window_ns
-        self.hold.append((max(span.end_ns, now_ns) + wait, span))
+        if span.kind == SERVER:
+            self.hold.append((max(span.end_ns, now_ns) + self.server_window_ns, span))
+            for _, child in self.children.pop(span.span_id, ()):
+                child.trace_id = span.trace_id  # adopted meanwhile: the children follow
+                self.hold.append((now_ns + self.window_ns, child))
+            return
+        if span.parent_pending and span.parent_span_id is not None:
+            self.children.setdefault(span.parent_span_id, []).append((now_ns, span))
+            return
+        self.hold.append((max(span.end_ns, now_ns) + self.window_ns, span))
 
     def _delivery(self, span: SpanData, nxt: str) -> None:
         conn = self.waiting.pop(nxt, None)
@@ -127,11 +138,24 @@ class Stitcher:
         if self.remap and now_ns:
             while self.remap and next(iter(self.remap.values()))[0] < now_ns - self.retention_ns:
                 self.remap.popitem(last=False)
+        while self.children:  # a connection that never came (evicted, cut log): let them go
+            parent, waiting = next(iter(self.children.items()))
+            if waiting[0][0] > now_ns - self.max_child_wait_ns:
+                break
+            del self.children[parent]
+            out.extend(self._trace_now(child) for _, child in waiting)
         return out
+
+    def _trace_now(self, span: SpanData) -> SpanData:
+        span.trace_id = self._trace(span.trace_id)
+        return span
 
     def drain(self) -> list[SpanData | MessageDone]:
         out = [self._leave(item) for _, item in self.hold]
         self.hold.clear()
+        for waiting in self.children.values():
+            out.extend(self._trace_now(child) for _, child in waiting)
+        self.children.clear()
         self.stats.unmatched_next_hop += len(self.next_hop)
         return out
 
@@ -153,14 +177,14 @@ def _span_state(s: SpanData) -> dict:
     return {"n": s.name, "k": s.kind, "t": s.trace_id.hex(), "s": s.span_id.hex(),
             "p": s.parent_span_id.hex() if s.parent_span_id else None, "b": s.start_ns, "e": s.end_ns,
             "a": s.attrs, "ev": [[e.name, e.ts_ns, e.attrs] for e in s.events], "err": s.status_error,
-            "r": list(s.resource), "l": [[t.hex(), sp.hex(), a] for t, sp, a in s.links]}
+            "r": list(s.resource), "l": [[t.hex(), sp.hex(), a] for t, sp, a in s.links], "pp": s.parent_pending}
 
 
 def _span_from(d: dict) -> SpanData:
     return SpanData(d["n"], d["k"], bytes.fromhex(d["t"]), bytes.fromhex(d["s"]),
                     bytes.fromhex(d["p"]) if d["p"] else None, d["b"], d["e"], d["a"],
                     [SpanEvent(*e) for e in d["ev"]], d["err"], tuple(d["r"]),  # type: ignore[arg-type]
-                    [(bytes.fromhex(t), bytes.fromhex(sp), a) for t, sp, a in d["l"]])
+                    [(bytes.fromhex(t), bytes.fromhex(sp), a) for t, sp, a in d["l"]], d.get("pp", False))
 
 
 def save_state(st: Stitcher) -> dict:
@@ -173,7 +197,8 @@ def save_state(st: Stitcher) -> dict:
     return {"hold": hold,
             "next_hop": [[q, ts, t.hex(), s.hex()] for q, (ts, t, s) in st.next_hop.items()],
             "sent": [[q, ts, t.hex(), s.hex()] for q, (ts, t, s) in st.sent.items()],
-            "remap": [[o.hex(), ts, n.hex()] for o, (ts, n) in st.remap.items()]}
+            "remap": [[o.hex(), ts, n.hex()] for o, (ts, n) in st.remap.items()],
+            "children": [[p.hex(), [[ts, _span_state(c)] for ts, c in waiting]] for p, waiting in st.children.items()]}
 
 
 def load_state(st: Stitcher, state: dict) -> None:
@@ -192,6 +217,8 @@ def load_state(st: Stitcher, state: dict) -> None:
         st.sent[q] = (ts, bytes.fromhex(t), bytes.fromhex(s))
     for o, ts, n in state.get("remap", []):
         st.remap[bytes.fromhex(o)] = (ts, bytes.fromhex(n))
+    for p, waiting in state.get("children", []):
+        st.children[bytes.fromhex(p)] = [(ts, _span_from(raw)) for ts, raw in waiting]
 
 
 def _queue_ids(span: SpanData) -> list[str]:
