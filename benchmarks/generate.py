@@ -70,6 +70,14 @@ DEFAULT_SETS = {
 DEFAULT_START = "2026-01-01T00:00:00"
 DEFAULT_RATE = 20.0  # log lines per second of log time (a busy server: 1M lines ≈ 14 h)
 DEFAULT_SEED = 6
+# A recording ends with some messages still deferred (the recorder stopped Postfix/Exim while they
+# waited for a retry). Copied as they are, every copy would leave them in flight forever, which no
+# real server does and which would inflate any correlator's state. So each such message gets a
+# later successful retry, FINISH seconds after the recording's end, built from its own lines:
+# Postfix "(queue active)" again, a "status=sent" delivery to the relay the recording's other
+# deliveries used, "removed"; Exim "=>" and "Completed". 0 turns this off.
+DEFAULT_FINISH = 600.0
+GENERATOR_VERSION = 2  # bump when the output for the same parameters changes (invalidates the cache)
 
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _MON = {m: i + 1 for i, m in enumerate(MONTHS)}
@@ -153,8 +161,92 @@ _PF_MID = re.compile(r"message-id=<([^@>\s]+)@")
 _PF_MID_TIME = re.compile(r"message-id=<(\d{14})\.")
 
 
-def _postfix_episode(path: Path, year: int = 2026) -> Episode:
+_PF_ACTIVE = re.compile(r"^.{15} \S+ [\w/.-]+\[\d+\]: (\S+): from=<.*\(queue active\)$")
+_PF_DEFERRED = re.compile(
+    r"^.{15} (?P<host>\S+) (?P<prog>[\w/.-]+)\[(?P<pid>\d+)\]: (?P<q>\S+): to=<(?P<rcpt>[^>]*)>, "
+    r"(?:orig_to=<[^>]*>, )?relay=\S+, delay=[\d.]+, .*status=deferred "
+)
+_PF_SENT_RELAY = re.compile(r"postfix/smtp\[\d+\]: \S+: to=<[^>]*>, .*?relay=(\S+\]:\d+), .*status=sent ")
+_PF_QMGR = re.compile(r"^.{15} \S+ postfix/qmgr\[(\d+)\]: ")
+
+
+def _syslog_stamp(t: float) -> str:
+    d = datetime.fromtimestamp(int(t), UTC)
+    return f"{MONTHS[d.month - 1]} {d.day:2d} {d.hour:02d}:{d.minute:02d}:{d.second:02d}"
+
+
+def _postfix_finish(raw: list[str], year: int, after: float) -> list[str]:
+    """Lines that deliver the messages a Postfix recording leaves deferred (see DEFAULT_FINISH)."""
+    if after <= 0:
+        return []
+
+    def t_of(line: str) -> float | None:
+        m = _PF_LINE.match(line)
+        if not m:
+            return None
+        return datetime(
+            year,
+            _MON[m.group(1)],
+            int(m.group(2)),
+            int(m.group(3)),
+            int(m.group(4)),
+            int(m.group(5)),
+            tzinfo=UTC,
+        ).timestamp()
+
+    first: dict[str, float] = {}
+    active: dict[str, str] = {}
+    deferred: dict[str, dict[str, re.Match]] = {}
+    done: set[str] = set()
+    relay = None
+    qmgr = None
+    end = 0.0
+    for line in raw:
+        t = t_of(line)
+        if t is None:
+            continue
+        end = max(end, t)
+        h = _PF_QID_HEAD.match(line.split("]: ", 1)[-1])
+        if h:
+            first.setdefault(h.group(1), t)
+            if line.endswith(": removed") or "status=expired" in line:
+                done.add(h.group(1))
+        if (a := _PF_ACTIVE.match(line)) is not None:
+            active[a.group(1)] = line
+        if (d := _PF_DEFERRED.match(line)) is not None:
+            deferred.setdefault(d.group("q"), {})[d.group("rcpt")] = d
+        if relay is None and (r := _PF_SENT_RELAY.search(line)) is not None:
+            relay = r.group(1)
+        if qmgr is None and (g := _PF_QMGR.match(line)) is not None:
+            qmgr = g.group(1)
+    out = []
+    n = 0
+    for q, rcpts in deferred.items():
+        if q in done or q not in active:
+            continue
+        t = end + after + n  # one message per second, after everything recorded
+        n += 1
+        ts = _syslog_stamp(t)
+        total = t - first.get(q, t)
+        delay = f"{total:.0f}" if total >= 10 else f"{total:.2g}"
+        act = active[q]
+        out.append(ts + act[15:])
+        host = ""
+        for rcpt, d in rcpts.items():
+            host = d.group("host")
+            out.append(
+                f"{ts} {host} {d.group('prog')}[{d.group('pid')}]: {q}: to=<{rcpt}>, "
+                f"relay={relay or d.group('host') + '[127.0.0.1]:25'}, delay={delay}, "
+                f"delays={delay}/0/0/0, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as RETRY{n})"
+            )
+        if qmgr:
+            out.append(f"{ts} {host} postfix/qmgr[{qmgr}]: {q}: removed")
+    return out
+
+
+def _postfix_episode(path: Path, year: int = 2026, finish: float = DEFAULT_FINISH) -> Episode:
     raw = path.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+    raw += _postfix_finish(raw, year, finish)
     parsed = []
     qids: set[str] = set()
     for line in raw:
@@ -259,8 +351,51 @@ _EX_MID = re.compile(r"(?<= )id=([^@\s]+)@")
 _EX_DAEMON = re.compile(r"daemon started: pid=(\d+)")
 
 
-def _exim_episode(path: Path) -> Episode:
+_EX_DEFER = re.compile(
+    r" (?P<id>[0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4}) == (?P<rcpt>\S+) "
+    r"R=(?P<r>\S+) T=(?P<t>\S+) "
+)
+
+
+def _exim_finish(raw: list[str], after: float) -> list[str]:
+    """Lines that deliver the messages an Exim recording leaves deferred (see DEFAULT_FINISH)."""
+    if after <= 0:
+        return []
+    last: dict[str, dict[str, tuple[re.Match, re.Match]]] = {}
+    done: set[str] = set()
+    end = None
+    for line in raw:
+        m = _EX_LINE.match(line)
+        if not m:
+            continue
+        end = m
+        if line.endswith(" Completed"):
+            x = _EX_ID.search(m.group(10))
+            if x:
+                done.add(x.group(0))
+        if (d := _EX_DEFER.search(line)) is not None:
+            last.setdefault(d.group("id"), {})[d.group("rcpt")] = (m, d)
+    if end is None:
+        return []
+    t_end = datetime(*(int(end.group(i)) for i in range(1, 7)), tzinfo=UTC).timestamp()
+    out = []
+    for n, (mid, rcpts) in enumerate(x for x in last.items() if x[0] not in done):
+        t = t_end + after + n
+        d0 = datetime.fromtimestamp(int(t), UTC)
+        for m, d in rcpts.values():
+            ts = f"{d0:%Y-%m-%d %H:%M:%S}" + (".000" if m.group(7) else "") + (m.group(8) or "")
+            pid = f"[{m.group(9)}] " if m.group(9) else ""
+            out.append(
+                f"{ts} {pid}{mid} => {d.group('rcpt')} R={d.group('r')} T={d.group('t')} "
+                f'H=127.0.0.1 [127.0.0.1] C="250 2.0.0 Ok: queued as RETRY{n}"'
+            )
+        out.append(out[-1].split(f"{mid} => ")[0] + f"{mid} Completed")
+    return out
+
+
+def _exim_episode(path: Path, finish: float = DEFAULT_FINISH) -> Episode:
     raw = path.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+    raw += _exim_finish(raw, finish)
     daemon_pids = {m.group(1) for line in raw for m in [_EX_DAEMON.search(line)] if m}
     parsed = []
     fmt = None
@@ -332,7 +467,8 @@ _HK_MID = re.compile(r"\bmid(?:=|\":\")<([^@>\s]+)@")  # mid=<…@ and "mid":"<�
 _HK_END = re.compile(r"SIGINT received|Shutting down")
 
 
-def _haraka_episode(path: Path) -> Episode:
+def _haraka_episode(path: Path, finish: float = DEFAULT_FINISH) -> Episode:
+    # Haraka's outbound gives up by itself in the recordings (bounce after the last retry)
     raw = path.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
     has_ts = sum(1 for line in raw if _HK_TS.match(line)) > len(raw) // 2
     start = next((i for i, line in enumerate(raw) if _UUID.search(line)), None)
@@ -415,7 +551,9 @@ def parse_sets(mta: str, spec: str | None) -> dict[str, float]:
     return out
 
 
-def load_episodes(mta: str, sets: dict[str, float]) -> tuple[list[Episode], list[float]]:
+def load_episodes(
+    mta: str, sets: dict[str, float], finish: float = DEFAULT_FINISH
+) -> tuple[list[Episode], list[float]]:
     have = available_sets(mta)
     missing = [s for s in sets if s not in have]
     if missing:
@@ -427,7 +565,7 @@ def load_episodes(mta: str, sets: dict[str, float]) -> tuple[list[Episode], list
     for name, w in sets.items():
         if w <= 0:
             continue
-        eps.append(LOADERS[mta](have[name]))
+        eps.append(LOADERS[mta](have[name], finish=finish))
         weights.append(w)
     if not eps:
         raise ValueError(f"no {mta} episodes selected")
@@ -562,11 +700,12 @@ def generate(
     sets: dict[str, float] | None = None,
     rate: float = DEFAULT_RATE,
     start: str = DEFAULT_START,
+    finish: float = DEFAULT_FINISH,
     quiet: bool = False,
 ) -> dict:
     """Write ``lines`` lines to ``out``; return a summary (also written as ``out`` + ``.json``)."""
     sets = sets if sets is not None else parse_sets(mta, None)
-    eps, weights = load_episodes(mta, sets)
+    eps, weights = load_episodes(mta, sets, finish)
     cum = []
     acc = 0.0
     for w in weights:
@@ -624,8 +763,10 @@ def generate(
     os.replace(tmp, out)
     elapsed = time.perf_counter() - t_begin
     summary = {
+        "generator": GENERATOR_VERSION,
         "mta": mta,
         "lines": written,
+        "finish_deferred_s": finish,
         "seed": seed,
         "sets": sets,
         "rate": rate,
@@ -649,9 +790,19 @@ def generate(
     return summary
 
 
-def default_path(mta: str, lines: int, seed: int, sets: dict[str, float], rate: float = DEFAULT_RATE) -> Path:
+def default_path(
+    mta: str,
+    lines: int,
+    seed: int,
+    sets: dict[str, float],
+    *,
+    rate: float = DEFAULT_RATE,
+    finish: float = DEFAULT_FINISH,
+) -> Path:
     tag = "+".join(f"{k}{'' if v == 1 else '.w' + format(v, 'g')}" for k, v in sets.items())
-    extra = "" if rate == DEFAULT_RATE else f"-r{rate:g}"
+    extra = ("" if rate == DEFAULT_RATE else f"-r{rate:g}") + (
+        "" if finish == DEFAULT_FINISH else f"-f{finish:g}"
+    )
     return DATA / f"{mta}-{tag}-{lines}-s{seed}{extra}.log"
 
 
@@ -662,18 +813,23 @@ def ensure(
     seed: int = DEFAULT_SEED,
     sets: dict[str, float] | None = None,
     rate: float = DEFAULT_RATE,
+    finish: float = DEFAULT_FINISH,
     force: bool = False,
     quiet: bool = False,
 ) -> tuple[Path, dict]:
     """The generated file for these parameters, made if it does not exist yet (it is cached)."""
     sets = sets if sets is not None else parse_sets(mta, None)
-    path = default_path(mta, lines, seed, sets, rate)
+    path = default_path(mta, lines, seed, sets, rate=rate, finish=finish)
     meta = Path(str(path) + ".json")
     if not force and path.exists() and meta.exists():
         info = json.loads(meta.read_text())
-        if info.get("lines") == lines and info.get("bytes") == path.stat().st_size:
+        if (
+            info.get("lines") == lines
+            and info.get("bytes") == path.stat().st_size
+            and info.get("generator") == GENERATOR_VERSION
+        ):
             return path, info
-    return path, generate(mta, lines, path, seed=seed, sets=sets, rate=rate, quiet=quiet)
+    return path, generate(mta, lines, path, seed=seed, sets=sets, rate=rate, finish=finish, quiet=quiet)
 
 
 _CHECK_ID = {
@@ -712,11 +868,11 @@ def _line_time(mta: str, line: str) -> float | None:
     return datetime(*(int(m.group(i)) for i in range(1, 7)), tzinfo=UTC).timestamp() + int(m.group(7)) / 1000
 
 
-def check(mta: str, path: Path, sets: dict[str, float] | None = None) -> dict:
+def check(mta: str, path: Path, sets: dict[str, float] | None = None, finish: float = DEFAULT_FINISH) -> dict:
     """Verify a generated file: time never goes back by more than the recording's own jitter, and no
     queue ID / message ID / UUID lives longer than the longest recorded episode (so no copy reused
     another copy's ID)."""
-    eps, _ = load_episodes(mta, sets if sets is not None else parse_sets(mta, None))
+    eps, _ = load_episodes(mta, sets if sets is not None else parse_sets(mta, None), finish)
     longest = max(ep.duration for ep in eps)
     rx = _CHECK_ID[mta]
     spans: dict[str, list[float]] = {}
@@ -770,6 +926,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=DEFAULT_RATE, help="log lines per second of log time")
     ap.add_argument("--start", default=DEFAULT_START, help="log time of the first line (UTC)")
     ap.add_argument(
+        "--finish",
+        type=float,
+        default=DEFAULT_FINISH,
+        help="deliver the messages a recording leaves deferred this many seconds after it (0: leave them)",
+    )
+    ap.add_argument(
         "--out", type=Path, help="output file (default: benchmarks/data/<mta>-<sets>-<lines>-s<seed>.log)"
     )
     ap.add_argument("--force", action="store_true", help="regenerate even when the file exists")
@@ -782,7 +944,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     a = ap.parse_args(argv)
     if a.check:
-        res = check(a.mta, a.check, parse_sets(a.mta, a.sets))
+        res = check(a.mta, a.check, parse_sets(a.mta, a.sets), a.finish)
         print(json.dumps(res))
         return 0 if res["ok"] else 1
     if a.list:
@@ -808,12 +970,16 @@ def main(argv: list[str] | None = None) -> int:
     sets = parse_sets(a.mta, a.sets)
     try:
         if a.out:
-            generate(a.mta, a.lines, a.out, seed=a.seed, sets=sets, rate=a.rate, start=a.start)
+            generate(
+                a.mta, a.lines, a.out, seed=a.seed, sets=sets, rate=a.rate, start=a.start, finish=a.finish
+            )
             print(a.out)
         elif a.start != DEFAULT_START:
             ap.error("--start needs --out (cached files use the default start)")
         else:
-            path, _ = ensure(a.mta, a.lines, seed=a.seed, sets=sets, rate=a.rate, force=a.force)
+            path, _ = ensure(
+                a.mta, a.lines, seed=a.seed, sets=sets, rate=a.rate, finish=a.finish, force=a.force
+            )
             print(path)
     except (FileNotFoundError, ValueError) as exc:
         print(f"generate: {exc}", file=sys.stderr)
