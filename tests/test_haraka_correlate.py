@@ -275,8 +275,11 @@ def _masked(value: Any) -> Any:
 
 
 def _telemetry(name: str) -> tuple[list, list, dict]:
+    return _telemetry_of(load(name)[0])
+
+
+def _telemetry_of(result: Result) -> tuple[list, list, dict]:
     """What a run sends, without IDs, times, client ports, timings and the run's UUIDs."""
-    result, _ = load(name)
     skip = {"client.port", "haraka.uuid", "smtp.delay_s", "haraka.queue_file", "haraka.duration_s"}
     conns = sorted((sorted((k, _masked(v)) for k, v in s.attrs.items() if k not in skip),
                     sorted((e.name, sorted((k, _masked(v)) for k, v in e.attrs.items())) for e in s.events),
@@ -463,3 +466,35 @@ def test_a_message_queued_but_never_acknowledged() -> None:
         assert hop["queue_id"] in [e["smtp.queue_id"] for e in events(span, "smtp.queue_ok")]
     assert result.metric_total("haraka.messages", {"smtp.result": "queued"}) == len(copies) + len(acked)
     assert result.metric_total("haraka.messages", {"smtp.result": "rejected"}) == 0
+
+
+def _rewrapped(shape: str) -> list[str]:
+    """info-default.log's records as syslog (haraka-plugin-syslog: ``haraka[pid]:``), journald
+    (``journalctl -o json``) or tai64nlocal (``multilog``) would have written them."""
+    out = []
+    for ln in (FIX / "info-default.log").read_text().splitlines():
+        m = re.match(r"(\d{4})-(\d\d)-(\d\d)T(\d\d:\d\d:\d\d)\.(\d{3})Z (\[.*)", ln)
+        if m is None:
+            continue  # stdout writes that are not Haraka's logger: not in syslog or the journal
+        y, mo, d, hms, ms, record = m.groups()
+        if shape == "syslog":
+            out.append(f"Nov {int(d):2d} {hms} mx haraka[4242]: {record}")
+        elif shape == "journal":
+            us = int(__import__("calendar").timegm((int(y), int(mo), int(d), *map(int, hms.split(":"))))) \
+                * 1_000_000 + int(ms) * 1000
+            out.append(json.dumps({"__REALTIME_TIMESTAMP": str(us), "_HOSTNAME": "mx",
+                                   "SYSLOG_IDENTIFIER": "haraka", "_PID": "4242", "MESSAGE": record}))
+        else:
+            out.append(f"{y}-{mo}-{d} {hms}.{ms}000000  {record}")
+    return out
+
+
+@pytest.mark.parametrize("shape", ["syslog", "journal", "tai64nlocal"])
+def test_wrapped_records_give_the_same_telemetry(tmp_path: Path, shape: str) -> None:
+    path = tmp_path / f"haraka-{shape}.log"
+    path.write_text("\n".join(_rewrapped(shape)) + "\n")
+    result = run_pipeline([str(path)], timezone="UTC", year=2026)
+    assert result.counters.unparsed == 0 and result.counters.foreign == 0
+    want = _telemetry("info-default")
+    got = _telemetry_of(result)
+    assert got[0] == want[0] and got[1] == want[1]
