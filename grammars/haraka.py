@@ -38,13 +38,13 @@ OPEN = "<open>"  # key of the kv dict naming a quoted value the line ended insid
 
 # --- key=value pairs as Haraka's stringify() writes them ------------------------------------------
 
-_PAIR = re.compile(r' *([A-Za-z_][\w.-]*)=("(?:[^"\\]|\\.)*"?|[^ ]*)')
+_PAIR = re.compile(r'([A-Za-z_][\w.-]*)=("[^"\\]*(?:\\.[^"\\]*)*"?|[^ ]*)')  # the loop unrolled: fast
 _ESC = re.compile(r"\\(.)")
 _ESCAPES = {"n": "\n", "r": "\r"}
 
 
 def _unescape(text: str) -> str:
-    return _ESC.sub(lambda m: _ESCAPES.get(m[1], m[1]), text)
+    return _ESC.sub(lambda m: _ESCAPES.get(m[1], m[1]), text) if "\\" in text else text
 
 
 def kv_haraka(text: str) -> dict[str, str]:
@@ -52,17 +52,13 @@ def kv_haraka(text: str) -> dict[str, str]:
     runs to the end of the text (its record went on in the next line) is kept so far, and its key
     is named under ``OPEN``."""
     out: dict[str, str] = {}
-    pos = 0
-    while (m := _PAIR.match(text, pos)) is not None and m.end() > pos:
-        key, val = m[1], m[2]
-        if val[:1] == '"':
-            closed = len(val) > 1 and val.endswith('"') and not _odd_backslashes(val[1:-1])
-            out[key] = _unescape(val[1:-1] if closed else val[1:])
-            if not closed:
-                out[OPEN] = key
+    for key, raw in _PAIR.findall(text):
+        if raw[:1] != '"':
+            out[key] = raw
+        elif len(raw) > 1 and raw[-1] == '"' and not _odd_backslashes(raw[1:-1]):
+            out[key] = _unescape(raw[1:-1])
         else:
-            out[key] = val
-        pos = m.end()
+            out[key], out[OPEN] = _unescape(raw[1:]), key
     return out
 
 
