@@ -610,6 +610,13 @@ def table(
 # ----------------------------------------------------------------------------------------------
 
 
+def _rel(path: Path) -> str:
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def machine() -> dict:
     cpu = ""
     with contextlib.suppress(OSError):
@@ -696,6 +703,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lines", type=lambda s: int(float(s)), default=1_000_000)
     ap.add_argument("--sizes", help="comma list of line counts, e.g. 100000,1000000,10000000 (linearity)")
     ap.add_argument(
+        "--file",
+        type=Path,
+        help="measure this log (a real one, or one generate.py made) instead of generating; needs one --mta",
+    )
+    ap.add_argument("--year", type=int, default=2026, help="year of the first line of --file (syslog stamps)")
+    ap.add_argument(
         "--repeat", type=int, default=1, help="runs per tool (interleaved); the median is reported"
     )
     ap.add_argument("--only", help="comma list of tools to run (e.g. 'm2o parse,py floor')")
@@ -716,6 +729,11 @@ def main(argv: list[str] | None = None) -> int:
 
     mtas = ["postfix", "exim", "haraka"] if a.mta == "all" else a.mta.split(",")
     sizes = [int(float(x)) for x in a.sizes.split(",")] if a.sizes else [a.lines]
+    if a.file:
+        if len(mtas) != 1:
+            ap.error("--file needs exactly one --mta")
+        with open(a.file, "rb") as fh:
+            sizes = [sum(buf.count(b"\n") for buf in iter(lambda: fh.read(1 << 24), b""))]
     only = {x.strip() for x in a.only.split(",")} if a.only else None
 
     sink = None
@@ -752,12 +770,18 @@ def main(argv: list[str] | None = None) -> int:
 
         linearity: dict[str, dict[str, dict[int, Run]]] = {}
         for mta in mtas:
-            if not generate.available_sets(mta):
+            if not generate.available_sets(mta) and not a.file:
                 print(f"\n{mta}: no fixture logs under fixtures/{mta}/ — skipped")
                 continue
             sets = generate.parse_sets(mta, a.sets if len(mtas) == 1 else None)
             for n in sizes:
-                path, meta = generate.ensure(mta, n, seed=a.seed, sets=sets)
+                if a.file:
+                    meta_path = Path(str(a.file) + ".json")
+                    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+                    meta = {"sets": {}, "seed": None, "year": a.year, **meta, "bytes": a.file.stat().st_size}
+                    path = a.file.resolve()
+                else:
+                    path, meta = generate.ensure(mta, n, seed=a.seed, sets=sets)
                 tools = tools_for(mta, path, sink.endpoint if sink else None, meta.get("year", 2026))
                 if only:
                     tools = [t for t in tools if t.name in only]
@@ -780,14 +804,14 @@ def main(argv: list[str] | None = None) -> int:
                 text, data = table(mta, n, tools, res, a.repeat)
                 print("\n" + text, flush=True)
                 print(
-                    f"file: {path.relative_to(ROOT)} ({meta['bytes'] / 1e6:.0f} MB, sets "
+                    f"file: {_rel(path)} ({meta['bytes'] / 1e6:.0f} MB, sets "
                     f"{','.join(f'{k}:{w:g}' for k, w in meta['sets'].items())}, seed {meta['seed']})"
                 )
                 info["results"].append(
                     {
                         "mta": mta,
                         "lines": n,
-                        "file": str(path.relative_to(ROOT)),
+                        "file": _rel(path),
                         "generator": meta,
                         "repeat": a.repeat,
                         "tools": data,
