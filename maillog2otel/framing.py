@@ -32,6 +32,10 @@ _BSD = re.compile(
     r"(?P<mon>[A-Z][a-z]{2}) (?P<day>[ \d]\d) (?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d)(?:\.(?P<frac>\d{1,9}))?"
     r" (?:<[\w.]+> )?(?P<host>\S+) (?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: (?:\[ID \d+ [\w.]+\] )?"
 )
+# the rest of a classic syslog line after a stamp already seen (see Framer.frame)
+_BSD_REST = re.compile(
+    r" (?:<[\w.]+> )?(?P<host>\S+) (?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: (?:\[ID \d+ [\w.]+\] )?"
+)
 _ISO = re.compile(
     r"(?P<y>\d{4})-(?P<mo>\d\d)-(?P<d>\d\d)T(?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d)(?:[.,](?P<frac>\d{1,9}))?"
     r"(?P<tz>Z|[+-]\d\d:?\d\d)? (?P<host>\S+) (?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: "
@@ -139,8 +143,17 @@ class Framer:
         self.last_ns = now_ns or 0
         self.now_ns = now_ns  # tail mode: time-less lines take the reading time
         self.native: str | None = None
+        # Busy logs write many lines per second: the stamp of the line before, and its time, let
+        # the next line with the same 15 characters skip the date arithmetic.
+        self._bsd_head = ""
+        self._bsd_ts = 0
 
     def frame(self, text: str, offset: int) -> Record | None:
+        head = self._bsd_head
+        if head and text.startswith(head) and text[15:16] == " ":
+            m = _BSD_REST.match(text, 15)
+            if m is not None:
+                return self._syslog(self._bsd_ts, m["host"], m["prog"], m["pid"], text[m.end():], offset)
         c = text[:1]
         if c.isalpha() and (m := _BSD.match(text)):
             mo = _MONTHS.get(m["mon"])
@@ -152,6 +165,8 @@ class Framer:
                                       _frac_ns(m["frac"]))
             except ValueError:
                 return None
+            if m["frac"] is None:
+                self._bsd_head, self._bsd_ts = text[:15], ts
             return self._syslog(ts, m["host"], m["prog"], m["pid"], text[m.end():], offset)
         if c.isdigit():
             # a stamped Haraka record can look like syslog: 'Z {"level":…"message":"bouncing mail: …'

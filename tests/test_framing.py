@@ -155,3 +155,17 @@ class TestJournalJson:
     def test_null_message_is_not_framed(self) -> None:
         """Fields over 4096 bytes come as null without --all: nothing to parse."""
         assert framer().frame('{"__REALTIME_TIMESTAMP":"1700000000000000","MESSAGE":null}', 0) is None
+
+
+def test_stamp_cache_changes_nothing() -> None:
+    """The same-second shortcut gives the records the full parse gives, on every fixture line."""
+    from pathlib import Path
+
+    fixtures = Path(__file__).resolve().parent.parent / "fixtures"
+    lines = [line for p in sorted(fixtures.rglob("*.log")) for line in p.read_text(errors="replace").splitlines()]
+    lines += ["Nov 22 02:59:16 mx postfix/smtpd[1]: a", "Nov 22 02:59:16 mx2 postfix/smtpd: b",
+              "Nov 22 02:59:16 <mail.info> mx postfix/smtpd[1]: c", "Nov 22 02:59:16  weird", "Nov 22 02:59:16"]
+    cached, plain = framer(), framer()
+    for line in lines:
+        plain._bsd_head = ""  # noqa: SLF001 - the shortcut off
+        assert cached.frame(line, 0) == plain.frame(line, 0), line
