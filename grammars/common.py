@@ -135,6 +135,8 @@ class Rule:
     regex: re.Pattern[str] | None = field(default=None, repr=False)
     converters: dict[str, Converter] = field(default_factory=dict, repr=False)
     group_names: dict[str, str] = field(default_factory=dict, repr=False)
+    _renamed: bool = field(default=False, repr=False)
+    _conversions: tuple[tuple[str, Converter], ...] = field(default=(), repr=False)
 
     _anchored: pp.ParserElement | None = field(default=None, repr=False)
 
@@ -149,6 +151,8 @@ class Rule:
             self.regex = re.compile(pattern)  # the flags pyparsing gives its Regex leaves: none
         except NotImplementedError:
             self.regex = None  # pyparsing serves this rule on the slow path
+        self._renamed = any(g != n for g, n in self.group_names.items())
+        self._conversions = tuple(self.converters.items())
 
     def parse_fast(self, text: str) -> dict[str, Any] | None:
         """The compiled ``re`` path (falls back to pyparsing for rules it could not compile)."""
@@ -157,12 +161,15 @@ class Rule:
         m = self.regex.fullmatch(text)
         if m is None:
             return None
-        out: dict[str, Any] = {}
-        for group, value in m.groupdict().items():
+        if self._renamed:
+            names = self.group_names
+            out = {names[g]: v for g, v in m.groupdict().items() if v is not None}
+        else:
+            out = {g: v for g, v in m.groupdict().items() if v is not None}
+        for name, conv in self._conversions:
+            value = out.get(name)
             if value is not None:
-                name = self.group_names[group]
-                conv = self.converters.get(name)
-                out[name] = conv(value) if conv else value
+                out[name] = conv(value)
         return out
 
     def parse_slow(self, text: str) -> dict[str, Any] | None:

@@ -59,17 +59,21 @@ class Grammar:
             prog = self._programs[rec.program] = self.program_key(rec.program)
         daemon, prog_fields = prog
         body = rec.message if self.rewrite is None else self.rewrite(rec.message, self.fast)
-        fields: dict[str, Any] = {}
+        fields: dict[str, Any] | None = None
         if self.prefix is not None:
             if self.fast and self._prefix_re is not None:
                 m = self._prefix_re.match(body)
                 if m is not None:
-                    fields.update((k, v) for k, v in m.groupdict().items() if v is not None)
+                    fields = {k: v for k, v in m.groupdict().items() if v is not None}
                     body = body[m.end():]
             else:
                 body, fields = _slow_prefix(self.prefix, body)
         key = _FIRST_WORD.match(body)[0]  # type: ignore[index]  # always matches (may be empty)
-        for rule in self._candidates(daemon, key if key in self._keys else None):
+        index_key = (daemon, key if key in self._keys else None)
+        candidates = self._index.get(index_key)
+        if candidates is None:
+            candidates = self._candidates(*index_key)
+        for rule in candidates:
             got = rule.parse_fast(body) if self.fast else rule.parse_slow(body)
             if got is not None:
                 if fields:
