@@ -28,6 +28,17 @@ DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
 SIGNAL_PATHS = {"traces": "/v1/traces", "metrics": "/v1/metrics", "logs": "/v1/logs"}
 
 
+def display_endpoint(url: str) -> str:
+    """An endpoint fit for messages: no ``user:password@``, no query string (credentials hide there)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<endpoint>"
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
 class ConfigError(ValueError):
     """A setting that cannot be used; the message says which and why."""
 
@@ -48,7 +59,8 @@ class ExportTarget:
     insecure: bool | None = None
 
     def __repr__(self) -> str:  # headers carry API keys: never print them
-        return (f"ExportTarget(exporter={self.exporter!r}, protocol={self.protocol!r}, endpoint={self.endpoint!r}, "
+        return (f"ExportTarget(exporter={self.exporter!r}, protocol={self.protocol!r}, "
+                f"endpoint={display_endpoint(self.endpoint)!r}, "
                 f"headers=<{len(self.headers)} hidden>)")
 
 

@@ -35,9 +35,9 @@ import time
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from maillog2otel import __version__
+from maillog2otel.config import display_endpoint
 from maillog2otel.export.prometheus import CONTENT_TYPE, render
 
 log = logging.getLogger("maillog2otel")
@@ -54,14 +54,7 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
-def safe_endpoint(url: str) -> str:
-    """An endpoint fit to show: no user:password, no query string (some put API keys there)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "?"
-    netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+safe_endpoint = display_endpoint
 
 
 def _iso(ns: int | None) -> str | None:

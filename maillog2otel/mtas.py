@@ -47,10 +47,16 @@ def available() -> list[str]:
             and importlib.util.find_spec(cpath.split(":")[0]) is not None]
 
 
+ENTRY_POINT_GROUP = "maillog2otel.grammars"
+
+
 def user_grammar_modules(directory: str | None) -> dict[str, list[ModuleType]]:
-    """Grammar files an admin dropped into ``--grammars DIR``: each declares ``MTA`` and ``RULES``
-    and adds its rules after the shipped ones of that MTA."""
+    """Extra grammars: installed packages' ``maillog2otel.grammars`` entry points (each names a
+    module), then the files an admin dropped into ``--grammars DIR``. Each declares ``MTA`` and
+    ``RULES`` and adds its rules after the shipped ones of that MTA (docs/operations.md)."""
     found: dict[str, list[ModuleType]] = {}
+    for mod in _entry_point_modules():
+        found.setdefault(mod.MTA, []).append(mod)
     if not directory:
         return found
     for name in sorted(os.listdir(directory)):
@@ -64,6 +70,25 @@ def user_grammar_modules(directory: str | None) -> dict[str, list[ModuleType]]:
         spec.loader.exec_module(mod)
         found.setdefault(mod.MTA, []).append(mod)
     return found
+
+
+def _entry_point_modules() -> list[ModuleType]:
+    """Grammar modules that installed distributions declare; a broken one is skipped, with a warning."""
+    import logging
+    from importlib.metadata import entry_points
+
+    out = []
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        try:
+            mod = ep.load()
+            if not isinstance(getattr(mod, "MTA", None), str) or not isinstance(getattr(mod, "RULES", None), list):
+                raise TypeError("it must be a module with MTA (a string) and RULES (a list)")
+        except Exception as exc:  # noqa: BLE001 - a third party's plugin must not stop the run
+            logging.getLogger("maillog2otel").warning("grammar entry point %s (%s) skipped: %s", ep.name, ep.value,
+                                                      exc)
+            continue
+        out.append(mod)
+    return out
 
 
 def load(name: str, settings: CorrelateSettings, *, fast: bool = True,

@@ -79,10 +79,8 @@ def _open(path: str):
     if path == "-":
         return sys.stdin.buffer
     fh = open(path, "rb")  # noqa: SIM115 - the caller closes it
-    if fh.read(2) == b"\x1f\x8b":
-        fh.seek(0)
+    if fh.peek(2)[:2] == b"\x1f\x8b":  # peek, not seek: a FIFO or <(zcat …) cannot seek
         return gzip.GzipFile(fileobj=fh, mode="rb")
-    fh.seek(0)
     return fh
 
 

@@ -9,7 +9,7 @@ python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
-    apt_pkgs=(systemd systemd-journal-remote)
+    apt_pkgs=(systemd systemd-journal-remote prometheus)  # prometheus: tests/test_prometheus.py scrapes with it
     missing=()
     for p in "${apt_pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from maillog2otel.config import ExportTarget
+from maillog2otel.config import ExportTarget, display_endpoint
 from maillog2otel.export.encode import Resources, encode_metrics, encode_spans
 from maillog2otel.records import MessageDone, SpanData
 from maillog2otel.telemetry.metrics import MetricData
@@ -148,7 +148,7 @@ class OtlpSink:
         self.stats.last_error = result.error
         self.stats.state = "failed"
         what = f"{n_spans} spans" if n_spans else f"{n_points} metric points"
-        raise ExportError(f"could not export {what} to {self.target.endpoint}: {result.error}")
+        raise ExportError(f"could not export {what} to {display_endpoint(self.target.endpoint)}: {result.error}")
 
 
 def make_sinks(traces: ExportTarget, metrics: ExportTarget, resources: Resources, *, budget_s: float,

@@ -33,7 +33,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.logs.v1 import logs_pb2
 
-from maillog2otel.config import ExportTarget
+from maillog2otel.config import ExportTarget, display_endpoint
 from maillog2otel.export.base import ExportError
 from maillog2otel.export.encode import SCOPE, Resources, attributes
 from maillog2otel.records import Event, LogContext, Record
@@ -166,7 +166,8 @@ class OtlpLogSink:
                 log.warning("logs export failing (%s); dropping log records (--lossy)", result.error)
                 self._warned = True
             return
-        raise ExportError(f"could not export {len(batch)} log records to {self.target.endpoint}: {result.error}")
+        raise ExportError(f"could not export {len(batch)} log records to {display_endpoint(self.target.endpoint)}: "
+                          f"{result.error}")
 
 
 def encode_logs(batch: list[tuple[tuple[str, str], logs_pb2.LogRecord]], resources: Resources

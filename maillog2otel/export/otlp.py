@@ -19,7 +19,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from maillog2otel.config import ExportTarget
+from maillog2otel.config import ExportTarget, display_endpoint
 
 log = logging.getLogger("maillog2otel.export")
 _RETRYABLE_HTTP = {429, 502, 503, 504}
@@ -69,7 +69,8 @@ class HttpSender:
         retry_after = _retry_after(resp.headers.get("Retry-After"))
         detail = resp.text[:200].strip() if resp.headers.get("Content-Type", "").startswith("text") else ""
         return SendResult(False, resp.status_code in _RETRYABLE_HTTP,
-                          f"HTTP {resp.status_code} from {self.target.endpoint}" + (f": {detail}" if detail else ""),
+                          f"HTTP {resp.status_code} from {display_endpoint(self.target.endpoint)}"
+                          + (f": {detail}" if detail else ""),
                           retry_after)
 
     def close(self) -> None:
@@ -119,7 +120,8 @@ class GrpcSender:
         except self.grpc.RpcError as exc:
             code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
             return SendResult(False, code in self._RETRYABLE,
-                              f"gRPC {code} from {self.target.endpoint}: {getattr(exc, 'details', lambda: '')()}")
+                              f"gRPC {code} from {display_endpoint(self.target.endpoint)}: "
+                              f"{getattr(exc, 'details', lambda: '')()}")
         return SendResult(True)
 
     def close(self) -> None:
