@@ -75,6 +75,7 @@ class Session:
     synthetic: bool = False
     duration_s: float | None = None  # D= when Exim logged it
     closed: bool = False
+    emitted: bool = False  # its span is out: deliveries need not wait for it (stitching)
 
     def txn(self, ts: int, mail_from: str | None = None, proved: bool = False) -> Txn:
         """The transaction in progress, or a new one."""
@@ -146,6 +147,7 @@ def _command_counts(text: str) -> dict[str, int]:
 
 def build_connection(s: Session) -> Connection:
     """The SERVER span of a session: real events as logged, the rest inferred from what is proven."""
+    s.emitted = True
     inferred = {"smtp.event.inferred": True}
     events = list(s.events)
     a = s.attrs
