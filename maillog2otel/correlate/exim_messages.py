@@ -183,7 +183,8 @@ class MessageBook:
         start = ts - int(dt * NS) if isinstance(dt, float) else ts
         span_id = span_id_for(f"{msg.trace_id.hex()}|{msg.msgid}|{rcpt}|{ts}|{result}|{msg.attempts}")
         ev.ctx = (msg.trace_id, span_id)
-        pending = msg.session is not None and not msg.session.emitted and msg.parent_span_id == msg.session.span_id
+        s = msg.session
+        pending = s is not None and not s.emitted and msg.parent_span_id == s.span_id
         return Delivery(MTA, msg.host, msg.trace_id, span_id, msg.parent_span_id, min(start, ts), ts, result,
                         attrs, error, parent_pending=pending)
 
