@@ -498,3 +498,56 @@ def test_wrapped_records_give_the_same_telemetry(tmp_path: Path, shape: str) -> 
     want = _telemetry("info-default")
     got = _telemetry_of(result)
     assert got[0] == want[0] and got[1] == want[1]
+
+
+def _at_level(level: str, tmp_path: Path) -> tuple[Result, dict]:
+    """A log at ``level=debug`` or ``level=notice``: Haraka's logger filters by level alone, so it
+    is the recorded PROTOCOL (resp. INFO) log without its PROTOCOL (resp. INFO) records; the
+    untagged start-up lines stay, naming the level."""
+    source = {"debug": "protocol-default", "notice": "info-default"}[level]
+    drop = {"debug": " [PROTOCOL] [", "notice": " [INFO] ["}[level]
+    lines = [ln.replace("loglevel: PROTOCOL", "loglevel: DEBUG").replace("loglevel: INFO", "loglevel: NOTICE")
+             for ln in (FIX / f"{source}.log").read_text().splitlines() if drop not in ln]
+    path = tmp_path / f"{level}.log"
+    path.write_text("\n".join(lines) + "\n")
+    return run_pipeline([str(path)], timezone="UTC"), json.loads((FIX / f"{source}.truth.json").read_text())
+
+
+def test_debug_level_dates_every_hook_but_shows_no_replies(tmp_path: Path) -> None:
+    result, truth = _at_level("debug", tmp_path)
+    assert _hooks(result) == _hooks(load("protocol-default")[0])  # running X hooks: all of them
+    for conn, span in pair(result, truth):
+        helos = [(e.name, e.attrs["smtp.helo_host"]) for e in span.events
+                 if e.name in ("smtp.helo", "smtp.ehlo")]
+        assert helos == [(f"smtp.{r['cmd'].split()[0]}", r["cmd"].split()[1]) for r in conn["replies"]
+                         if r["cmd"].split()[0] in ("ehlo", "helo")], conn["name"]
+        assert not any(e.attrs.get("smtp.event.inferred") for e in span.events), conn["name"]
+        rcpts = events(span, "smtp.rcpt")
+        assert [(e["smtp.rcpt_to"], e["smtp.rcpt.accepted"]) for e in rcpts] == \
+            [(r["to"], r["code"] < 300) for t in conn["transactions"] for r in t["rcpts"]], conn["name"]
+        assert "smtp.command.ehlo" not in span.attrs  # commands are PROTOCOL lines
+
+
+def test_notice_level_leaves_undecided_what_it_cannot_tell(tmp_path: Path) -> None:
+    """At NOTICE no hook result shows, so ``code=OK`` without relaying proves nothing by itself:
+    the last refusal (``lr=``) and the counters decide where they can, else the verdict is left
+    open rather than guessed."""
+    result, truth = _at_level("notice", tmp_path)
+    decided = 0
+    for conn, span in pair(result, truth):
+        rcpts = events(span, "smtp.rcpt")
+        want = [(r["to"], r["code"] < 300) for t in conn["transactions"] for r in t["rcpts"]]
+        for e, (to, accepted) in zip(rcpts, want, strict=True):
+            assert e["smtp.rcpt_to"] == to
+            assert e.get("smtp.rcpt.accepted", accepted) == accepted, (conn["name"], to)
+            decided += "smtp.rcpt.accepted" in e
+        refused = {e["smtp.rcpt_to"]: e["haraka.rcpt.evidence"] for e in rcpts
+                   if e.get("smtp.rcpt.accepted") is False}
+        if conn["name"] == "inbound-accept-and-reject":
+            assert refused == {"someone@elsewhere.example": "lr"}
+    assert decided == sum(len(t["rcpts"]) for c in truth["connections"] for t in c["transactions"]) - 1
+    hooks = _hooks(result)
+    assert "unrecognized_command" not in hooks and hooks["mail"] == _hooks(load("info-default")[0])["mail"]
+    spans = [d for d in result.deliveries() if d.attrs["smtp.message.origin"] == "smtpd"]
+    # Temp failing and bouncing mail are INFO lines: at NOTICE only the deliveries show
+    assert {d.attrs["smtp.rcpt_to"] for d in spans} == {"ok1@relay.test", "ok2@bounce.test", "ok3@relay.test"}

@@ -21,6 +21,7 @@ before them in the same stream, before that record is used.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,7 @@ NS = 1_000_000_000
 _REPLY = {"OK": 250, "CONT": 250, "DENY": 550, "DENYDISCONNECT": 550, "DENYSOFT": 450,
           "DENYSOFTDISCONNECT": 450, "DISCONNECT": 421}
 _NO_RDNS = {"", "NXDOMAIN", "DNSERROR", "Unknown"}
+_VERBOSE = {"INFO", "DEBUG", "PROTOCOL", "DATA"}  # levels that log every non-CONT hook result
 _OUTBOUND_RULES = {"delivered", "temp_fail", "bounce", "outbound_rcpt", "socket_fail", "mx_lookup_fail",
                    "double_bounce", "outbound_enqueue", "created_transaction"}
 # the commands whose single hook the INFO lines of a connection prove ran (see _hooks)
@@ -51,6 +53,7 @@ class Rcpt:
     hook_ok: bool = False  # a hook=rcpt … retval=OK line named it, or rcpt_ok hooks ran for it
     reply: int | None = None  # PROTOCOL: the reply the client got
     reply_text: str = ""
+    from_lr: bool = False  # that reply is the disconnect line's last refusal (lr=)
 
 
 @dataclass(slots=True)
@@ -100,6 +103,8 @@ class Conn:
     error: str | None = None
     proxy: dict[str, str] | None = None
     tls_ns: int | None = None
+    stream: str = ""  # host|stream: what level that log is written at
+    debug_helos: list[list[Any]] = field(default_factory=list)  # DEBUG: running helo/ehlo hooks
 
 
 class HarakaCorrelator:
@@ -112,6 +117,7 @@ class HarakaCorrelator:
         self.closing: Grace[Conn] = Grace()
         self.outbound = Outbound(self.s, self.stats)
         self.held: dict[str, Event] = {}  # "host|stream" -> a record waiting for its continuation
+        self.verbose: set[str] = set()  # "host|stream" written at INFO or more: hook results show
         self.now_ns = 0
         self._handlers = {
             "connect": self._connect, "disconnect": self._disconnect, "mail": self._mail, "rcpt": self._rcpt,
@@ -131,6 +137,11 @@ class HarakaCorrelator:
             if len(self.closing):
                 out.extend(o for c in self.closing.due(ts) for o in self._close(c))
         key = f"{ev.record.host}|{ev.record.stream}"
+        level = ev.fields.get("level") or ev.fields.get("loglevel")
+        if level in _VERBOSE:
+            self.verbose.add(key)
+        elif ev.rule == "loglevel":  # the level was lowered (log.ini reloaded)
+            self.verbose.discard(key)
         held = self.held.pop(key, None)
         if held is not None:
             if ev.rule == "other" and "level" not in ev.fields:  # an untagged line: the rest of it
@@ -198,7 +209,7 @@ class HarakaCorrelator:
             "now_ns": self.now_ns, "stats": dict(self.stats.counts), "held": self.held,
             "conns": list(self.conns.values()), "closing": self.closing.entries(),
             "messages": list(self.outbound.messages.values()), "items": list(self.outbound.items.values()),
-            "windows": self.outbound.windows})
+            "windows": self.outbound.windows, "verbose": sorted(self.verbose)})
 
     def load_state(self, state: dict[str, Any]) -> None:
         st = haraka_state.load(state, {c.__name__: c for c in (Conn, Txn, Rcpt, Message, Item)})
@@ -214,6 +225,7 @@ class HarakaCorrelator:
         for i in st.get("items", []):
             self.outbound.items.put((i.host, i.key), i)
         self.outbound.windows = st.get("windows", {})
+        self.verbose = set(st.get("verbose", []))
 
     # --- connections ---------------------------------------------------------------------------
 
@@ -254,7 +266,8 @@ class HarakaCorrelator:
         attrs: dict[str, Any] = {"mta.name": MTA, "haraka.uuid": uuid}
         _address(attrs, "client", kv.get("ip"), kv.get("port"))
         _address(attrs, "server", kv.get("local_ip"), kv.get("local_port"))
-        c = Conn(uuid, rec.host, trace_id, span_id, rec.ts_ns, rec.ts_ns, attrs, rec.ts_inferred)
+        c = Conn(uuid, rec.host, trace_id, span_id, rec.ts_ns, rec.ts_ns, attrs, rec.ts_inferred,
+                 stream=f"{rec.host}|{rec.stream}")
         ev.ctx = (trace_id, span_id)
         evicted = self.conns.put((rec.host, uuid), c)
         if evicted is not None:
@@ -363,6 +376,8 @@ class HarakaCorrelator:
         if retval != "CONT":
             c.hook_lines[hook] = c.hook_lines.get(hook, 0) + 1
         t = self._txn(c, ev)
+        if hook in ("helo", "ehlo") and c.debug_helos and not c.debug_helos[-1][1]:
+            c.debug_helos[-1][1] = kv.get("params", "")
         if hook == "rcpt" and retval == "OK" and t is not None:
             t.hook_ok.append(kv.get("params", "").strip("<>"))
         elif hook in ("queue", "queue_outbound") and t is not None:
@@ -381,6 +396,8 @@ class HarakaCorrelator:
         hook = ev.fields["hook"]
         c.debug = True
         c.hooks[hook] = c.hooks.get(hook, 0) + 1
+        if hook in ("helo", "ehlo"):  # DEBUG without PROTOCOL: the hook run dates the command
+            c.debug_helos.append([hook, "", ev.record.ts_ns, None])
         t = self._txn(c, ev)
         if t is None:
             return
@@ -434,12 +451,15 @@ class HarakaCorrelator:
         """The span and the counts that only the whole connection settles."""
         d = c.disconnect or {}
         relaying = {"Y": True, "N": False}.get(d.get("relay", ""))
+        # "not relaying, so refused" holds only where an accepting plugin's hook=rcpt line would show
+        refusing = relaying if relaying or c.stream in self.verbose else None
+        _last_refusal(c, d.get("lr", ""))
         out: list[Output] = []
         events = list(c.events)
         events.extend(self._helo_events(c, d))
         transactions = 0
         for t in c.txns:
-            transactions += self._txn_events(c, t, True if t.outbound else relaying, events, out)
+            transactions += self._txn_events(c, t, True if t.outbound else refusing, events, out)
         for t in c.txns:
             if t.queued_ns is not None and not t.outbound:  # a queue plugin took it: nothing follows
                 out.append(MessageDone(MTA, c.host, c.trace_id, t.queued_ns))
@@ -452,13 +472,13 @@ class HarakaCorrelator:
             end = c.start_ns + int(float(d["time"]) * NS)
         events.sort(key=lambda e: e.ts_ns)
         conn = Connection(MTA, c.host, c.trace_id, c.span_id, c.start_ns, end, attrs, events, c.error,
-                          self._hooks(c, d, relaying))
+                          self._hooks(c, d, relaying, refusing))
         return [conn, *out]
 
     def _helo_events(self, c: Conn, d: dict[str, str]) -> list[SpanEvent]:
-        if c.helos:
+        if c.helos or c.debug_helos:
             out = []
-            for verb, host, ts, reply in c.helos:
+            for verb, host, ts, reply in c.helos or c.debug_helos:
                 attrs: dict[str, Any] = {"smtp.helo_host": host}
                 if reply is not None:
                     attrs["smtp.response.code"] = reply
@@ -548,7 +568,8 @@ class HarakaCorrelator:
             _refuse(events, out, c.host, ts, stage="QUEUE", code=reply, reason=msg)
         return 0
 
-    def _hooks(self, c: Conn, d: dict[str, str], relaying: bool | None) -> dict[str, int]:
+    def _hooks(self, c: Conn, d: dict[str, str], relaying: bool | None,
+               refusing: bool | None) -> dict[str, int]:
         """``haraka.hook.total``: every ``running X hooks`` line at DEBUG; at INFO, the hooks the
         lines prove ran (docs/haraka.md has the table)."""
         if c.debug and c.hooks:
@@ -562,7 +583,7 @@ class HarakaCorrelator:
         elif c.txns:
             n["connect"] = 1
         for t in c.txns:
-            verdicts = _resolve(t, True if t.outbound else relaying)
+            verdicts = _resolve(t, True if t.outbound else refusing)
             counts = {"mail": int(t.mail_from is not None), "rcpt": len(t.rcpts),
                       "rcpt_ok": sum(1 for r, ok, _, _ in verdicts if ok or r.hook_ok),
                       "data": int(t.message is not None), "data_post": int(t.message is not None),
@@ -627,11 +648,26 @@ def _attrs(c: Conn, d: dict[str, str]) -> dict[str, Any]:
     return attrs
 
 
+def _last_refusal(c: Conn, lr: str) -> None:
+    """``disconnect lr=`` is the connection's last reply of 400 or more: when it names one address,
+    the last recipient of that address logged ``code=OK`` got it."""
+    m = re.match(r"([45]\d\d) (.*)", lr)
+    named = re.findall(r"<([^<>]*)>", lr)
+    if m is None or len(set(named)) != 1:
+        return
+    for t in reversed(c.txns):
+        for r in reversed(t.rcpts):
+            if r.addr == named[0]:
+                if r.reply is None and r.code in ("OK", "CONT") and not r.hook_ok:
+                    r.reply, r.reply_text, r.from_lr = int(m[1]), m[2], True
+                return
+
+
 def _accepted(r: Rcpt, relaying: bool | None) -> tuple[bool | None, str]:
     """Was this recipient accepted, and what says so. Haraka logs a RCPT nobody answered as
     ``code=OK`` and refuses it unless the client relays."""
     if r.reply is not None:
-        return r.reply < 400, "reply"
+        return r.reply < 400, "lr" if r.from_lr else "reply"
     if r.code not in ("OK", "CONT"):
         return False, "code"
     if r.hook_ok:
