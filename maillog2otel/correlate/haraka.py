@@ -39,7 +39,7 @@ from maillog2otel.correlate.haraka_span import (
     refuse,
 )
 from maillog2otel.grammars.haraka import OPEN, continue_kv
-from maillog2otel.records import Count, Event, Output, SpanEvent
+from maillog2otel.records import Count, Delivery, Event, Output, SpanEvent
 from maillog2otel.telemetry.ids import ids_for
 
 _VERBOSE = {"INFO", "DEBUG", "PROTOCOL", "DATA"}  # levels that log every non-CONT hook result
@@ -96,11 +96,26 @@ class HarakaCorrelator:
         self._dispatch(ev, out)
         return out
 
+    def _mark_pending(self, out: list[Output], first: int) -> None:
+        """Deliveries logged while their connection's span is still to come (relayed mail often goes
+        out before the client's QUIT): the stitcher keeps them until it comes."""
+        closing = {c.span_id for c in self.closing.items()}  # a second of connections at most
+        for o in out[first:]:
+            if not isinstance(o, Delivery) or o.parent_span_id is None:
+                continue
+            uuid = str(o.attrs.get("smtp.queue_id", "")).split(".", 1)[0]
+            conn = self.conns.get((o.host, uuid))
+            if (conn is not None and conn.span_id == o.parent_span_id) or o.parent_span_id in closing:
+                o.parent_pending = True
+
     def _dispatch(self, ev: Event, out: list[Output]) -> None:
         f = ev.fields
         uuid = f.get("uuid", "-")
         if f.get("origin") == "outbound" or ev.rule in _OUTBOUND_RULES or uuid.count(".") >= 2:
+            first = len(out)
             self.outbound.feed(ev, out)
+            if len(out) > first:
+                self._mark_pending(out, first)
             return
         handler = self._handlers.get(ev.rule)
         if handler is not None:
