@@ -136,8 +136,9 @@ class Pipeline:
         ev = grammar.parse(rec)
         key = (mta, rec.program)
         counts = c.by_program.get(key)
-        if counts is None:
-            counts = c.by_program[key] = [0, 0] if len(c.by_program) < 1000 else [0, 0]
+        if counts is None:  # bounded: past 1000 programs, the rest share one row per MTA
+            key = key if len(c.by_program) < 1000 else (mta, "(other programs)")
+            counts = c.by_program.setdefault(key, [0, 0])
         if ev is None:
             c.unparsed += 1
             counts[1] += 1
@@ -165,7 +166,11 @@ class Pipeline:
         stitch = self.stitcher.add
         now = c.last_ns or 0
         agg = self.aggregator if self.metrics_on else None
+        hold = self.stitcher.hold
         for o in outs:
+            if hold and hold[0][0] <= now:  # what is due leaves before the next span can link to it
+                self._release(self.stitcher.release(now))
+                hold = self.stitcher.hold
             if isinstance(o, Connection):
                 c.connections += 1
                 if self.traces_on:

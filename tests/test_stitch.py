@@ -108,3 +108,15 @@ def test_stitching_survives_a_restart(tmp_path: Path) -> None:
     second.finish()
     key = lambda s: (s.span_id, s.trace_id, s.parent_span_id)  # noqa: E731
     assert sorted(map(key, spans.span_list)) == sorted(map(key, whole.spans))
+
+
+def test_a_link_found_too_late_becomes_a_span_link(tmp_path: Path) -> None:
+    """mx1 logs its delivery long after mx2's connection span has left: a span link, not a parent."""
+    late = MX1.replace("Nov 22 10:00:01 mx1 postfix/smtp", "Nov 22 10:00:40 mx1 postfix/smtp").replace(
+        "Nov 22 10:00:01 mx1 postfix/qmgr", "Nov 22 10:00:40 mx1 postfix/qmgr")
+    (tmp_path / "syslog").write_text("".join(sorted(_lines(late) + _lines(MX2), key=lambda line: line[:15])))
+    result = run_pipeline([str(tmp_path / "syslog")], timezone="UTC", year=2026)
+    spans = {(s.resource[0], s.name): s for s in result.spans}
+    c2, d1 = spans[("mx2", "smtp.connection")], spans[("mx1", "smtp.delivery")]
+    assert c2.parent_span_id is None and c2.trace_id != d1.trace_id
+    assert d1.links == [(c2.trace_id, c2.span_id, {"smtp.link": "next_hop"})]

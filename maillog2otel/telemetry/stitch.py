@@ -80,7 +80,9 @@ class Stitcher:
                 else:
                     self.waiting[qid] = span
         if span.kind == SERVER:
-            self.hold.append((max(span.end_ns, now_ns) + self.server_window_ns, span))
+            # due a window after its own end, not after it was emitted: a connection whose partner
+            # shows up later than that gets a span link, however the lines were batched
+            self.hold.append((span.end_ns + self.server_window_ns, span))
             for _, child in self.children.pop(span.span_id, ()):
                 child.trace_id = span.trace_id  # adopted meanwhile: the children follow
                 self.hold.append((now_ns + self.window_ns, child))
