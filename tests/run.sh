@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+# optional: coverage-guided fuzzing in tests/test_fuzz.py (skipped when it does not install)
+python3 -m pip install -q --disable-pip-version-check atheris 2>/dev/null \
+    || echo "tests/run.sh: atheris did not install: its fuzz test will be skipped" >&2
 
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive

@@ -39,7 +39,11 @@ def _fixture_sets() -> list[tuple[str, str, list[Path]]]:
     out = []
     for truth in sorted(FIXTURES.glob("*/*.truth.json")):
         stem = truth.name[: -len(".truth.json")]
-        logs = sorted(p for p in truth.parent.glob(f"{stem}.*") if p.suffix in _LOG_SUFFIXES)
+        files = json.loads(truth.read_text()).get("files")
+        if isinstance(files, dict):  # a multi-MTA chain names its logs
+            logs = sorted(truth.parent / f for f in files.values())
+        else:
+            logs = sorted(p for p in truth.parent.glob(f"{stem}.*") if p.suffix in _LOG_SUFFIXES)
         if logs:
             out.append((truth.parent.name, stem, logs))
     return out
@@ -65,7 +69,7 @@ def test_fixture_sets_cover_every_mta() -> None:
 @pytest.mark.parametrize(("mta", "stem", "logs"), FIXTURE_SETS, ids=[f"{m}-{s}" for m, s, _ in FIXTURE_SETS])
 def test_no_truth_address_leaks_in_any_mode(mta: str, stem: str, logs: list[Path],
                                             otlp_http: OtlpHttpReceiver) -> None:
-    if mta not in mtas.available():
+    if mta in mtas.REGISTRY and mta not in mtas.available():
         pytest.skip(f"{mta}: no correlator installed yet, its lines are foreign and nothing is exported")
     addresses = _truth_addresses(json.loads((logs[0].parent / f"{stem}.truth.json").read_text()))
     assert addresses, stem

@@ -17,6 +17,7 @@ from typing import Any
 from maillog2otel.records import Connection, Count, Delivery
 
 SUM, HISTOGRAM, GAUGE = "sum", "histogram", "gauge"
+MAX_GAP_INTERVALS = 10_080  # a week of 1-minute intervals: points through a longer silence are skipped
 _CLASS_SEP = "|"  # "rejected|relay_denied": one series per (result, reject class)
 
 # OTel's default bounds reach 10 s; SMTP sessions run to minutes (ms).
@@ -106,6 +107,7 @@ class Aggregator:
         self.bucket_end: int | None = None
         self.sources: set[tuple[str, str]] = set()  # (host, mta) being read: the up gauge
         self.overflow = 0
+        self.time_jumps = 0  # gaps of log time longer than MAX_GAP_INTERVALS, skipped over
         # reject reason -> bounded class (telemetry/reasons.py): rejected counts get smtp.reject.class
         self.classify: Callable[[str | None], str] | None = None
 
@@ -186,6 +188,12 @@ class Aggregator:
             self.bucket_end = (now_ns // self.interval_ns + 1) * self.interval_ns
             return []
         out: list[MetricData] = []
+        if (now_ns - self.bucket_end) // self.interval_ns > MAX_GAP_INTERVALS:
+            # log time jumped (a silent week, or one line stamped decades ahead): one point at the
+            # gap's start, then on from the interval of now_ns, not one point per empty interval
+            out.extend(self.snapshot(self.bucket_end))
+            self.bucket_end = (now_ns // self.interval_ns) * self.interval_ns
+            self.time_jumps += 1
         while now_ns >= self.bucket_end:
             out.extend(self.snapshot(self.bucket_end))
             self.bucket_end += self.interval_ns
