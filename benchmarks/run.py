@@ -459,7 +459,10 @@ class Sink:
 
 
 def _ratio(a: float | None, b: float | None) -> str:
-    return f"{a / b:.2f}×" if a and b else "—"
+    if not (a and b):
+        return "—"
+    x = a / b
+    return f"{x:.2f}×" if x >= 0.1 else f"{x:.2g}×"
 
 
 def summarize(runs_by_tool: dict[str, list[Run]]) -> dict[str, Run]:
