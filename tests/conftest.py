@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from concurrent import futures
@@ -85,6 +86,7 @@ class OtlpHttpReceiver:
     def __init__(self) -> None:
         self.received = Received()
         self.fail_next = 0
+        self.fail_until = 0.0  # time.monotonic() before which every request gets 503
         self.requests = 0
         receiver = self
 
@@ -95,8 +97,8 @@ class OtlpHttpReceiver:
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 receiver.requests += 1
-                if receiver.fail_next > 0:
-                    receiver.fail_next -= 1
+                if receiver.fail_next > 0 or time.monotonic() < receiver.fail_until:
+                    receiver.fail_next = max(0, receiver.fail_next - 1)
                     self.send_response(503)
                     self.end_headers()
                     return

@@ -319,6 +319,33 @@ def test_collector_down_for_a_while_loses_nothing(tmp_path: Path, otlp_http: Otl
     assert "export recovered" in err
 
 
+@pytest.mark.slow
+def test_collector_down_for_a_minute_loses_nothing(tmp_path: Path, otlp_http: OtlpHttpReceiver,
+                                                   tail_factory) -> None:
+    """A collector that answers 503 for a whole minute while mail keeps flowing, then recovers:
+    every connection arrives once (issue 5's outage)."""
+    import time
+
+    log = tmp_path / "mail.log"
+    lines = shifted_copies(3)
+    expect = backfill_ids(lines, tmp_path)
+    log.touch()
+    tail = tail_factory(otlp_http.endpoint, [log])
+    tail.start()
+    otlp_http.fail_until = time.monotonic() + 60
+    third = len(lines) // 3
+    write(log, lines[:third])
+    time.sleep(20)
+    write(log, lines[third:2 * third])
+    time.sleep(20)
+    write(log, lines[2 * third:])
+    expected = expect.result()
+    wait_for_ids(otlp_http, expected, tail, timeout=150)
+    tail.stop()
+    check_same(otlp_http, expected, tail)
+    assert tail.err().count("export failing") == 1
+
+
 def test_lossy_keeps_reading_and_counts_what_it_drops(tmp_path: Path, otlp_http: OtlpHttpReceiver,
                                                       tail_factory) -> None:
     log = tmp_path / "mail.log"
