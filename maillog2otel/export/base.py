@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from maillog2otel.config import ExportTarget, display_endpoint
-from maillog2otel.export.encode import Resources, encode_metrics, encode_spans
+from maillog2otel.export.encode import (
+    Resources,
+    encode_metrics,
+    encode_metrics_bytes,
+    encode_spans,
+    encode_spans_bytes,
+)
 from maillog2otel.records import MessageDone, SpanData
 from maillog2otel.telemetry.metrics import MetricData
 
@@ -80,6 +86,10 @@ class OtlpSink:
 
         self.target, self.signal, self.resources, self.budget_s = target, signal, resources, budget_s
         self.sender = make_sender(target, signal)
+        # protobuf (HTTP or gRPC): the request is written as bytes directly; JSON needs the objects
+        raw = getattr(self.sender, "accepts_bytes", False)
+        self._encode_spans = encode_spans_bytes if raw else encode_spans
+        self._encode_metrics = encode_metrics_bytes if raw else encode_metrics
         self.batch_spans, self.batch_points = batch_spans, batch_points
         self._spans: list[SpanData] = []
         self._metrics: list[MetricData] = []
@@ -115,12 +125,12 @@ class OtlpSink:
 
     def _send_spans(self) -> None:
         batch, self._spans = self._spans, []
-        self._send(encode_spans(batch, self.resources), len(batch), 0)
+        self._send(self._encode_spans(batch, self.resources), len(batch), 0)
 
     def _send_metrics(self) -> None:
         batch, self._metrics, n = self._metrics, [], self._n_points
         self._n_points = 0
-        self._send(encode_metrics(batch, self.resources), 0, n)
+        self._send(self._encode_metrics(batch, self.resources), 0, n)
 
     def _send(self, request: object, n_spans: int, n_points: int) -> None:
         from maillog2otel.export.otlp import send_with_retry

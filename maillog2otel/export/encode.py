@@ -1,8 +1,20 @@
-"""``SpanData`` and ``MetricData`` -> OTLP protobuf requests, built directly with
-opentelemetry-proto (no SDK span objects: ~4x faster, and no per-span event limit)."""
+"""``SpanData`` and ``MetricData`` -> OTLP protobuf requests.
+
+Two encoders give the same requests:
+
+- ``encode_spans`` / ``encode_metrics`` build opentelemetry-proto message objects (no SDK span
+  objects, no per-span event limit); OTLP/JSON and the tests use them.
+- ``encode_spans_bytes`` / ``encode_metrics_bytes`` write the serialized ``Export…ServiceRequest``
+  directly in the protobuf wire format, for OTLP/HTTP protobuf and gRPC. Building one message object
+  per span, attribute, value and event cost more than anything else in a full backfill; these write
+  the bytes of each field, cache the encoded attribute keys and the encoded (key, value) pairs of
+  low-cardinality values (bounded), and give byte for byte what ``SerializeToString`` gives for the
+  objects (tests/test_encode.py parses them with the official classes and compares).
+"""
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -47,6 +59,7 @@ class Resources:
                  extra: Mapping[str, str]) -> None:
         self.service_name, self.service_version, self.extra = service_name, service_version, extra
         self._cache: dict[tuple[str, str], Resource] = {}
+        self._encoded: dict[tuple[str, str], bytes] = {}
 
     def attrs(self, key: tuple[str, str]) -> dict[str, str]:
         host, mta = key
@@ -65,6 +78,15 @@ class Resources:
         if r is None:
             r = self._cache[key] = Resource(attributes=attributes(self.attrs(key)))
         return r
+
+    def encoded(self, key: tuple[str, str]) -> bytes:
+        """The ``resource`` field (number 1 of ResourceSpans/ResourceMetrics/ResourceLogs), serialized."""
+        b = self._encoded.get(key)
+        if b is None:
+            out: list[bytes] = []
+            _attrs(self.attrs(key), b"\n", out)  # Resource.attributes = 1
+            b = self._encoded[key] = _field(b"\n", b"".join(out))
+        return b
 
 
 def encode_spans(spans: Iterable[SpanData], resources: Resources) -> ExportTraceServiceRequest:
@@ -122,3 +144,346 @@ def encode_metrics(data: Iterable[MetricData], resources: Resources) -> ExportMe
         rm = req.resource_metrics.add(resource=resources.get(key))
         rm.scope_metrics.add(scope=SCOPE, metrics=items)
     return req
+
+
+# ---------------------------------------------------------------------------------------------------
+# The protobuf wire format, written by hand. Field numbers and types are opentelemetry-proto's
+# (trace.proto, metrics.proto, common.proto, resource.proto); fields are written in field-number
+# order and fields at their proto3 default are left out, as upb's SerializeToString does, so the
+# bytes are the same. A tag byte is (field number << 3) | wire type: 0 varint, 1 fixed64,
+# 2 length-delimited, 5 fixed32.
+
+_B = tuple(bytes((i,)) for i in range(256))
+_U64 = 1 << 64
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
+_pack_tq = struct.Struct("<BQ").pack  # tag byte + fixed64
+_pack_tqtq = struct.Struct("<BQBQ").pack  # two of them (start and end times)
+_pack_td = struct.Struct("<Bd").pack  # tag byte + double
+_pack_tsq = struct.Struct("<Bq").pack  # tag byte + sfixed64
+
+
+def _varint(n: int) -> bytes:
+    """A base-128 varint; a negative n is written as int64 two's complement (ten bytes)."""
+    if 0 <= n < 0x80:
+        return _B[n]
+    if 0 < n < 0x4000:
+        return bytes((n & 0x7F | 0x80, n >> 7))
+    if n < 0:
+        n += _U64
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(tag: bytes, body: bytes) -> bytes:
+    """A length-delimited field: tag, length, body."""
+    n = len(body)
+    return tag + (_B[n] if n < 0x80 else _varint(n)) + body
+
+
+def _str(tag: bytes, s: str) -> bytes:
+    """A string field, or nothing for the empty string (proto3 default)."""
+    return _field(tag, s.encode()) if s else b""
+
+
+def _int64(v: int) -> bytes:
+    if not _I64_MIN <= v <= _I64_MAX:
+        raise ValueError(f"Value out of range: {v}")
+    return _varint(v)
+
+
+def _any(v: Any) -> bytes:
+    """An AnyValue's body, for any Python value, exactly as ``_value`` maps it."""
+    if isinstance(v, bool):
+        return b"\x10\x01" if v else b"\x10\x00"  # bool_value = 2
+    if isinstance(v, int):
+        return b"\x18" + _int64(v)  # int_value = 3
+    if isinstance(v, float):
+        return _pack_td(0x21, v)  # double_value = 4
+    if isinstance(v, (list, tuple)):
+        # array_value = 5: ArrayValue.values = 1
+        return _field(b"*", b"".join([_field(b"\n", _any(x)) for x in v]))
+    return _field(b"\n", str(v).encode())  # string_value = 1
+
+
+# Attribute encodings, cached per container field (the field's tag byte is part of the bytes kept):
+# (key, value) -> the whole field (tag, length, KeyValue), for str and int values. A str never
+# equals an int, and bools (kept apart, per key) and floats (not kept) never go in, so True and 1, or
+# 1 and 1.0, cannot be confused. A key that has shown _VALUES_PER_KEY distinct values is
+# high-cardinality (addresses, queue IDs, ports): its new values are encoded each time and not kept.
+# Bounded: _VALUES_TOTAL entries in all (then every cache starts again), _KEYS_MAX keys.
+_KEYS_MAX = 4096
+_VALUES_PER_KEY = 512
+_VALUES_TOTAL = 50_000
+
+
+class _AttributeCache:
+    __slots__ = ("bools", "distinct", "high_cardinality", "kept", "key_fields", "kvs")
+
+    def __init__(self) -> None:
+        self.kvs: dict[bytes, dict[tuple[str, Any], bytes]] = {}  # tag -> (key, value) -> field
+        self.bools: dict[bytes, dict[str, tuple[bytes, bytes]]] = {}  # tag -> key -> (False, True) fields
+        self.key_fields: dict[str, bytes] = {}
+        self.distinct: dict[str, int] = {}  # key -> values kept
+        self.high_cardinality: set[str] = set()
+        self.kept = 0
+
+    def for_tag(self, tag: bytes) -> tuple[dict[tuple[str, Any], bytes], dict[str, tuple[bytes, bytes]]]:
+        kvs = self.kvs.get(tag)
+        if kvs is None:
+            kvs = self.kvs[tag] = {}
+            self.bools[tag] = {}
+        return kvs, self.bools[tag]
+
+    def key_field(self, k: str) -> bytes:
+        """KeyValue.key = 1, serialized (nothing for the empty key)."""
+        b = self.key_fields.get(k)
+        if b is None:
+            b = _str(b"\n", k)
+            if len(self.key_fields) < _KEYS_MAX:
+                self.key_fields[k] = b
+        return b
+
+    def new(self, tag: bytes, cache: dict[tuple[str, Any], bytes], k: str, v: str | int) -> bytes:
+        """Encode attribute (k, v), v a str or an int, and keep it unless k is high-cardinality."""
+        key = self.key_field(k)
+        # KeyValue.value = 2: AnyValue.string_value = 1 or int_value = 3
+        if type(v) is str:
+            vb = v.encode()
+            n = len(vb)
+            m = len(key) + n + 4
+            if m < 0x80:  # short: every length is one byte
+                b = tag + _B[m] + key + b"\x12" + _B[n + 2] + b"\n" + _B[n] + vb
+            else:
+                b = _field(tag, key + _field(b"\x12", _field(b"\n", vb)))
+        else:
+            b = _field(tag, key + _field(b"\x12", b"\x18" + _int64(v)))  # type: ignore[arg-type]
+        if k not in self.high_cardinality:
+            n = self.distinct.get(k, 0)
+            if n >= _VALUES_PER_KEY:
+                if len(self.high_cardinality) < _KEYS_MAX:
+                    self.high_cardinality.add(k)
+                return b
+            if self.kept >= _VALUES_TOTAL:
+                for c in self.kvs.values():
+                    c.clear()
+                self.distinct.clear()
+                self.kept = n = 0
+            cache[(k, v)] = b
+            self.distinct[k] = n + 1
+            self.kept += 1
+        return b
+
+    def bool_pair(self, tag: bytes, bools: dict[str, tuple[bytes, bytes]], k: str) -> tuple[bytes, bytes]:
+        key = self.key_field(k)
+        # KeyValue.value = 2: AnyValue.bool_value = 2
+        pair = (_field(tag, key + b"\x12\x02\x10\x00"), _field(tag, key + b"\x12\x02\x10\x01"))
+        if len(bools) < _KEYS_MAX:
+            bools[k] = pair
+        return pair
+
+
+_ATTRS = _AttributeCache()
+
+
+def _attrs(attrs: Mapping[str, Any], tag: bytes, out: list[bytes]) -> None:
+    """Append each attribute (None values left out) as field ``tag`` holding a KeyValue."""
+    cache, bools = _ATTRS.for_tag(tag)
+    append = out.append
+    for k, v in attrs.items():
+        t = type(v)
+        if t is str or t is int:
+            b = cache.get((k, v))
+            if b is None:
+                b = _ATTRS.new(tag, cache, k, v)
+        elif v is None:
+            continue
+        elif t is bool:
+            pair = bools.get(k)
+            if pair is None:
+                pair = _ATTRS.bool_pair(tag, bools, k)
+            b = pair[v]
+        elif t is float:
+            b = _field(tag, _ATTRS.key_field(k) + b"\x12\x09" + _pack_td(0x21, v))  # double_value = 4
+        else:
+            b = _field(tag, _ATTRS.key_field(k) + _field(b"\x12", _any(v)))
+        append(b)
+
+
+# Span names and event names: a few dozen, each field encoded once.
+_NAMES_MAX = 4096
+_span_names: dict[str, bytes] = {}
+_event_names: dict[str, bytes] = {}
+
+
+def _name(cache: dict[str, bytes], tag: bytes, name: str) -> bytes:
+    b = cache.get(name)
+    if b is None:
+        b = _str(tag, name)
+        if len(cache) < _NAMES_MAX:
+            cache[name] = b
+    return b
+
+
+_KINDS = tuple(b"0" + _B[k] if k else b"" for k in range(8))  # Span.kind = 6
+_FLAGS_SAMPLED = b"\x85\x01\x01\x00\x00\x00"  # Span.flags = 16, fixed32 1
+_STATUS_ERROR_CODE = b"\x18\x02"  # Status.code = 3: STATUS_CODE_ERROR
+
+
+def _scope_field() -> bytes:
+    # ScopeSpans/ScopeMetrics/ScopeLogs.scope = 1: InstrumentationScope name = 1, version = 2
+    return _field(b"\n", _str(b"\n", SCOPE.name) + _str(b"\x12", SCOPE.version))
+
+
+_SCOPE_FIELD = _scope_field()
+
+
+def _span(s: SpanData, out: list[bytes]) -> None:
+    """Append one Span as ScopeSpans.spans (field 2)."""
+    p: list[bytes] = []
+    tid, sid = s.trace_id, s.span_id
+    if len(tid) == 16 and len(sid) == 8:
+        p.append(b"\n\x10" + tid + b"\x12\x08" + sid)  # trace_id = 1, span_id = 2
+    else:
+        if tid:
+            p.append(_field(b"\n", tid))
+        if sid:
+            p.append(_field(b"\x12", sid))
+    parent = s.parent_span_id
+    if parent:
+        p.append(_field(b'"', parent))  # parent_span_id = 4
+    p.append(_name(_span_names, b"*", s.name))  # name = 5
+    kind = s.kind
+    p.append(_KINDS[kind] if 0 <= kind < 8 else b"0" + _varint(kind))  # kind = 6 (int32 enum)
+    start, end = s.start_ns, s.end_ns
+    if start and end:
+        p.append(_pack_tqtq(0x39, start, 0x41, end))  # start_time_unix_nano = 7, end = 8 (fixed64)
+    elif start:
+        p.append(_pack_tq(0x39, start))
+    elif end:
+        p.append(_pack_tq(0x41, end))
+    if s.attrs:
+        _attrs(s.attrs, b"J", p)  # attributes = 9
+    for e in s.events:  # events = 11: Event time_unix_nano = 1 (fixed64), name = 2, attributes = 3
+        ep = [_pack_tq(0x09, e.ts_ns) if e.ts_ns else b"", _name(_event_names, b"\x12", e.name)]
+        if e.attrs:
+            _attrs(e.attrs, b"\x1a", ep)
+        p.append(_field(b"Z", b"".join(ep)))
+    for trace_id, span_id, link_attrs in s.links:  # links = 13: trace_id = 1, span_id = 2, attributes = 4
+        lp = [_field(b"\n", trace_id) if trace_id else b"", _field(b"\x12", span_id) if span_id else b""]
+        _attrs(link_attrs, b'"', lp)
+        p.append(_field(b"j", b"".join(lp)))
+    if s.status_error is not None:  # status = 15: Status message = 2, code = 3
+        p.append(_field(b"z", _str(b"\x12", s.status_error) + _STATUS_ERROR_CODE))
+    p.append(_FLAGS_SAMPLED)
+    body = b"".join(p)
+    n = len(body)
+    out.append(b"\x12" + (_B[n] if n < 0x80 else _varint(n)))
+    out.append(body)
+
+
+def _request(groups: dict[tuple[str, str], list[bytes]], resources: Resources) -> bytes:
+    """An Export…ServiceRequest: per resource, field 1 holding (resource = 1, scope_spans/_metrics = 2
+    holding (scope = 1, then the items, each already written as its field 2))."""
+    out: list[bytes] = []
+    for key, items in groups.items():
+        resource = resources.encoded(key)
+        scope = _SCOPE_FIELD
+        n_scope = len(scope) + sum(map(len, items))
+        scope_head = b"\x12" + _varint(n_scope)
+        out.append(b"\n" + _varint(len(resource) + len(scope_head) + n_scope))
+        out.append(resource)
+        out.append(scope_head)
+        out.append(scope)
+        out.extend(items)
+    return b"".join(out)
+
+
+def encode_spans_bytes(spans: Iterable[SpanData], resources: Resources) -> bytes:
+    """The serialized ``ExportTraceServiceRequest`` that ``encode_spans`` builds, written directly."""
+    groups: dict[tuple[str, str], list[bytes]] = {}
+    last_key: tuple[str, str] | None = None
+    out: list[bytes] = []
+    for s in spans:
+        key = s.resource
+        if key != last_key:
+            out = groups.get(key)  # type: ignore[assignment]
+            if out is None:
+                out = groups[key] = []
+            last_key = key
+        _span(s, out)
+    return _request(groups, resources)
+
+
+_CUMULATIVE_FIELD = b"\x10" + _B[_CUMULATIVE]  # Sum/Histogram.aggregation_temporality = 2
+_DELTA_FIELD = b"\x10" + _B[_DELTA]
+_bounds_cache: dict[int, tuple[tuple[float, ...], bytes]] = {}
+
+
+def _times(p: Any, out: list[bytes]) -> None:
+    # NumberDataPoint/HistogramDataPoint start_time_unix_nano = 2, time_unix_nano = 3 (fixed64)
+    if p.start_ns:
+        out.append(_pack_tq(0x11, p.start_ns))
+    if p.time_ns:
+        out.append(_pack_tq(0x19, p.time_ns))
+
+
+def _number_point(p: Any) -> bytes:
+    out: list[bytes] = []
+    _times(p, out)
+    out.append(_pack_tsq(0x31, int(p.value)))  # as_int = 6 (sfixed64, in a oneof: always written)
+    _attrs(p.attrs, b":", out)  # attributes = 7
+    return _field(b"\n", b"".join(out))  # data_points = 1
+
+
+def _histogram_point(p: Any) -> bytes:
+    out: list[bytes] = []
+    _times(p, out)
+    if p.count:
+        out.append(_pack_tq(0x21, p.count))  # count = 4 (fixed64)
+    out.append(_pack_td(0x29, p.total))  # sum = 5 (optional double: always set)
+    if p.counts:
+        out.append(_field(b"2", struct.pack(f"<{len(p.counts)}Q", *p.counts)))  # bucket_counts = 6, packed
+    bounds = p.bounds
+    if bounds:
+        # by identity: the bounds are a metric definition's constant (and equal tuples may differ in
+        # bytes: 0.0 == -0.0)
+        cached = _bounds_cache.get(id(bounds))
+        if cached is not None and cached[0] is bounds:
+            out.append(cached[1])
+        else:
+            b = _field(b":", struct.pack(f"<{len(bounds)}d", *bounds))  # explicit_bounds = 7, packed
+            if type(bounds) is tuple and len(_bounds_cache) < 64:
+                _bounds_cache[id(bounds)] = (bounds, b)
+            out.append(b)
+    _attrs(p.attrs, b"J", out)  # attributes = 9
+    if p.minimum is not None:
+        out.append(_pack_td(0x59, p.minimum))  # min = 11
+    if p.maximum is not None:
+        out.append(_pack_td(0x61, p.maximum))  # max = 12
+    return _field(b"\n", b"".join(out))  # data_points = 1
+
+
+def _metric(md: MetricData) -> bytes:
+    # Metric name = 1, description = 2, unit = 3, gauge = 5, sum = 7, histogram = 9
+    head = _str(b"\n", md.name) + _str(b"\x12", md.description) + _str(b"\x1a", md.unit)
+    temporality = _DELTA_FIELD if md.delta else _CUMULATIVE_FIELD
+    if md.kind == GAUGE:
+        data = _field(b"*", b"".join([_number_point(p) for p in md.points]))
+    elif md.kind == HISTOGRAM:
+        data = _field(b"J", b"".join([_histogram_point(p) for p in md.points]) + temporality)
+    else:  # Sum: data_points = 1, aggregation_temporality = 2, is_monotonic = 3
+        data = _field(b":", b"".join([_number_point(p) for p in md.points]) + temporality
+                      + (b"\x18\x01" if md.monotonic else b""))
+    return _field(b"\x12", head + data)  # ScopeMetrics.metrics = 2
+
+
+def encode_metrics_bytes(data: Iterable[MetricData], resources: Resources) -> bytes:
+    """The serialized ``ExportMetricsServiceRequest`` that ``encode_metrics`` builds, written directly."""
+    groups: dict[tuple[str, str], list[bytes]] = {}
+    for md in data:
+        groups.setdefault(md.resource, []).append(_metric(md))
+    return _request(groups, resources)

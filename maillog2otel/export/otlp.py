@@ -34,7 +34,10 @@ class SendResult:
 
 
 class HttpSender:
-    """POSTs one serialized request; one attempt per call (the caller owns the retry loop)."""
+    """POSTs one serialized request; one attempt per call (the caller owns the retry loop).
+
+    ``send`` takes a message object, or for ``http/protobuf`` the request already serialized
+    (``encode_spans_bytes``): ``accepts_bytes`` says which the caller may hand it."""
 
     def __init__(self, target: ExportTarget) -> None:
         import requests
@@ -43,6 +46,7 @@ class HttpSender:
         self.session = requests.Session()
         self.session.headers.update(target.headers)
         self.json = target.protocol == "http/json"
+        self.accepts_bytes = not self.json  # OTLP/JSON needs the message objects
         self.session.headers["Content-Type"] = "application/json" if self.json else "application/x-protobuf"
         self.session.headers["User-Agent"] = "maillog2otel"
         if target.compression:
@@ -52,10 +56,13 @@ class HttpSender:
         if target.client_certificate and target.client_key:
             self.session.cert = (target.client_certificate, target.client_key)
 
-    def send(self, request: Message) -> SendResult:
+    def send(self, request: Message | bytes) -> SendResult:
         import requests
 
-        body = _json_body(request) if self.json else request.SerializeToString()
+        if isinstance(request, bytes):
+            body = request
+        else:
+            body = _json_body(request) if self.json else request.SerializeToString()
         if self.target.compression == "gzip":
             body = gzip.compress(body, compresslevel=5)
         elif self.target.compression == "deflate":
@@ -78,15 +85,21 @@ class HttpSender:
 
 
 class GrpcSender:
-    """Calls the OTLP Export RPC; UNAVAILABLE, RESOURCE_EXHAUSTED and friends are retryable."""
+    """Calls the OTLP Export RPC; UNAVAILABLE, RESOURCE_EXHAUSTED and friends are retryable.
+
+    The request goes as given when it is already serialized (``encode_spans_bytes``), else it is
+    serialized here: the call is the service's own method with a serializer that takes both."""
+
+    accepts_bytes = True
 
     _RETRYABLE = ("CANCELLED", "DEADLINE_EXCEEDED", "ABORTED", "OUT_OF_RANGE", "UNAVAILABLE",
                   "DATA_LOSS", "RESOURCE_EXHAUSTED")
 
     def __init__(self, target: ExportTarget, signal: str) -> None:
         import grpc
-        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
-        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
         self.target = target
         endpoint = target.endpoint
@@ -104,17 +117,19 @@ class GrpcSender:
             cert = open(target.client_certificate, "rb").read() if target.client_certificate else None  # noqa: SIM115
             creds = grpc.ssl_channel_credentials(root, key, cert)
             self.channel = grpc.secure_channel(address, creds, compression=compression)
-        stub_mod = trace_service_pb2_grpc if signal == "traces" else metrics_service_pb2_grpc
-        stub_cls = stub_mod.TraceServiceStub if signal == "traces" else stub_mod.MetricsServiceStub
-        if signal == "logs":
-            from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
-
-            stub_cls = logs_service_pb2_grpc.LogsServiceStub
-        self.call = stub_cls(self.channel).Export
+        module, service, response = {
+            "traces": (trace_service_pb2, "TraceService", "ExportTraceServiceResponse"),
+            "metrics": (metrics_service_pb2, "MetricsService", "ExportMetricsServiceResponse"),
+            "logs": (logs_service_pb2, "LogsService", "ExportLogsServiceResponse"),
+        }[signal]
+        method = module.DESCRIPTOR.services_by_name[service].methods_by_name["Export"]
+        self.call = self.channel.unary_unary(  # "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+            f"/{method.containing_service.full_name}/{method.name}", request_serializer=_serialized,
+            response_deserializer=getattr(module, response).FromString)
         self.metadata = list(target.headers.items())
         self.grpc = grpc
 
-    def send(self, request: Message) -> SendResult:
+    def send(self, request: Message | bytes) -> SendResult:
         try:
             self.call(request, timeout=self.target.timeout_s, metadata=self.metadata)
         except self.grpc.RpcError as exc:
@@ -128,11 +143,15 @@ class GrpcSender:
         self.channel.close()
 
 
+def _serialized(request: Message | bytes) -> bytes:
+    return request if isinstance(request, bytes) else request.SerializeToString()
+
+
 def make_sender(target: ExportTarget, signal: str) -> HttpSender | GrpcSender:
     return GrpcSender(target, signal) if target.protocol == "grpc" else HttpSender(target)
 
 
-def send_with_retry(sender: HttpSender | GrpcSender, request: Message, budget_s: float,
+def send_with_retry(sender: HttpSender | GrpcSender, request: Message | bytes, budget_s: float,
                     on_wait: Any = None) -> SendResult:
     """Retry a retryable failure with exponential back-off (1 s, 2 s, … 30 s, ±20 %) until the
     budget runs out (``budget_s`` < 0: forever, for a live tail)."""
