@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -466,6 +468,36 @@ def test_a_message_queued_but_never_acknowledged() -> None:
         assert hop["queue_id"] in [e["smtp.queue_id"] for e in events(span, "smtp.queue_ok")]
     assert result.metric_total("haraka.messages", {"smtp.result": "queued"}) == len(copies) + len(acked)
     assert result.metric_total("haraka.messages", {"smtp.result": "rejected"}) == 0
+
+
+def _copies(lines: list[str], n: int, every_s: int) -> Iterator[list[str]]:
+    """``n`` copies of a log, each ``every_s`` later than the one before, every UUID fresh."""
+    stamp = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z")
+    for k in range(n):
+        def later(m: re.Match[str], k: int = k) -> str:
+            t = datetime.fromisoformat(m[1]) + timedelta(seconds=every_s * k)
+            return t.isoformat(timespec="milliseconds") + "Z"
+        yield [UUID.sub(lambda m, k=k: f"{m[0][:24]}{k:012X}", stamp.sub(later, ln)) for ln in lines]
+
+
+def test_state_stays_bounded_when_every_transaction_completes() -> None:
+    """Issue 6: a backfill never ticks, so finished queue items and messages went only at the end;
+    and Haraka's own bounces, whose ``Transaction delivery for domain`` lines overlap, never know
+    how many items they have, so they never became done. The same episode played again and again
+    (one connection never logs its disconnect) must keep the state at a few episodes' worth."""
+    lines = [ln for ln in (FIX / "info-default.log").read_text().splitlines() if ln[:4] == "2026"]
+    lost = _connection("info-default", "inbound-clean")[-1]
+    lines.remove(lost)
+    c, idle, sizes = HarakaCorrelator(), 0, []
+    for copy in _copies(lines, 40, 300):
+        out, _ = _feed(copy, c)
+        idle += sum(isinstance(o, Connection) and (o.error or "").startswith("session idle") for o in out)
+        sizes.append((len(c.conns), len(c.outbound.messages), len(c.outbound.items)))
+    one = sizes[0]
+    assert all(conns <= 14 for conns, _, _ in sizes)  # an hour (session_idle) of episodes at most
+    assert all(msgs <= 4 * one[1] and items <= 4 * one[2] for _, msgs, items in sizes), sizes
+    assert idle >= 40 - 14 and c.stats.counts["session_idle"] == idle
+    assert c.open_counts() == {"sessions": len(c.conns), "messages": 0, "queue_items": 0}
 
 
 def _rewrapped(shape: str) -> list[str]:

@@ -43,6 +43,7 @@ from maillog2otel.records import Count, Delivery, Event, Output, SpanEvent
 from maillog2otel.telemetry.ids import ids_for
 
 _VERBOSE = {"INFO", "DEBUG", "PROTOCOL", "DATA"}  # levels that log every non-CONT hook result
+_SWEEP_NS = 1_000_000_000  # housekeeping at most once per second of log time
 _OUTBOUND_RULES = {"delivered", "temp_fail", "bounce", "outbound_rcpt", "socket_fail", "mx_lookup_fail",
                    "double_bounce", "outbound_enqueue", "created_transaction"}
 
@@ -59,6 +60,7 @@ class HarakaCorrelator:
         self.held: dict[str, Event] = {}  # "host|stream" -> a record waiting for its continuation
         self.verbose: set[str] = set()  # "host|stream" written at INFO or more: hook results show
         self.now_ns = 0
+        self.swept_ns = 0
         self._handlers = {
             "connect": self._connect, "disconnect": self._disconnect, "mail": self._mail, "rcpt": self._rcpt,
             "message": self._message, "queue": self._queue, "hook_result": self._hook_result,
@@ -76,6 +78,9 @@ class HarakaCorrelator:
             self.now_ns = ts
             if len(self.closing):
                 out.extend(o for c in self.closing.due(ts) for o in self._close(c))
+            if ts - self.swept_ns >= _SWEEP_NS:  # a backfill never ticks: its state must expire too
+                self.swept_ns = ts
+                self._expire(ts, out)
         key = f"{ev.record.host}|{ev.record.stream}"
         level = ev.fields.get("level") or ev.fields.get("loglevel")
         if level in _VERBOSE:
@@ -131,6 +136,10 @@ class HarakaCorrelator:
             if now_ns - ev.record.ts_ns > self.s.grace_ns:
                 self._dispatch(self.held.pop(key), out)
         out.extend(o for c in self.closing.due(now_ns) for o in self._close(c))
+        self._expire(now_ns, out)
+        return out
+
+    def _expire(self, now_ns: int, out: list[Output]) -> None:
         while (c := self.conns.oldest()) is not None and now_ns - c.last_ns > self.s.session_idle_ns:
             self.conns.pop((c.host, c.uuid))
             c.error = c.error or "session idle: no disconnect logged"
@@ -138,7 +147,6 @@ class HarakaCorrelator:
             self.stats.bump("session_idle")
             out.extend(self._close(c))
         self.outbound.expire(now_ns)
-        return out
 
     def finish(self) -> list[Output]:
         out: list[Output] = []

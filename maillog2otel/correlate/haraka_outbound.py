@@ -58,6 +58,12 @@ class Message:
     counted: bool = False  # haraka.messages{queued}: at "queue code=OK", or at its first item
     finished: list[str] = field(default_factory=list)  # items with every recipient final
     done: bool = False
+    items: int = 0  # queue items seen
+
+    def settled(self) -> bool:
+        """Done, or (how many items it has unknown) every item seen so far finished: Haraka queues
+        all items of a message before it sends any, so none is still to come."""
+        return self.done or (self.expected is None and 0 < self.items <= len(self.finished))
 
 
 @dataclass(slots=True)
@@ -195,6 +201,7 @@ class Outbound:
                 msg = self.message(host, key, ts, trace_id, None)
                 msg.origin = "unknown" if key.count(".") else "local"
                 self.stats.bump("queue_item_without_message")
+            msg.items += 1
             self.close_window(host, key)  # items are sent only after all of them are queued
         if item.start_ns is None and not _trailing(ev):
             item.start_ns = ts
@@ -361,18 +368,21 @@ class Outbound:
     # --- housekeeping --------------------------------------------------------------------------
 
     def open_counts(self) -> dict[str, int]:
-        return {"messages": sum(1 for m in self.messages.values() if not m.done),
+        return {"messages": sum(1 for m in self.messages.values() if not m.settled()),
                 "queue_items": sum(1 for i in self.items.values() if not i.done)}
 
     def expire(self, now_ns: int) -> None:
         """Finished items and messages go after ``_DONE_KEPT_NS`` (a bounce made from an item is
         logged after the item's last line); unfinished ones after the retention (Haraka retries
-        for about three days by default)."""
+        for about three days by default). A message whose number of items is unknown (its
+        ``Transaction delivery for domain`` lines overlapped another's: most of Haraka's own
+        bounces on a busy server) never becomes ``done``; once every item it had is finished it
+        goes like a done one, or it would stay for the whole retention."""
         keep = self.s.message_retention_ns
         while (i := self.items.oldest()) is not None and now_ns - i.last_ns > keep:
             self.items.pop((i.host, i.key))
         while (m := self.messages.oldest()) is not None and now_ns - m.last_ns > keep:
-            self.messages.pop((m.host, m.key))
+            self._drop(m)
             self.stats.bump("message_expired_from_state")
         if now_ns - self.swept_ns < _DONE_KEPT_NS:
             return
@@ -381,8 +391,14 @@ class Outbound:
             if i.done and now_ns - i.last_ns > _DONE_KEPT_NS:
                 self.items.pop((i.host, i.key))
         for m in self.messages.values():
-            if m.done and now_ns - m.last_ns > _DONE_KEPT_NS:
-                self.messages.pop((m.host, m.key))
+            if m.settled() and now_ns - m.last_ns > _DONE_KEPT_NS:
+                self._drop(m)
+
+    def _drop(self, m: Message) -> None:
+        self.messages.pop((m.host, m.key))
+        open_now = self.windows.get(m.host)
+        if open_now and m.key in open_now:  # its items never came: it must not blur later windows
+            open_now.remove(m.key)
 
 
 def _trailing(ev: Event) -> bool:
