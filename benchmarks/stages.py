@@ -3,19 +3,28 @@
 
     python benchmarks/stages.py benchmarks/data/postfix-port-logging.w8+expiry-200000-s6.log
     python benchmarks/stages.py --mta exim --repeat 3 benchmarks/data/exim-rich-100000-s6.log
+    python benchmarks/stages.py --rev HEAD~3 FILE      # the code as committed there (run.py's snapshot)
 
 Each stage runs over the whole file before the next one starts (read; read + frame; parse the
 framed records; correlate the parsed events; build spans and metric points from the outputs),
 so each figure is that stage's own cost. Times are CPU seconds of this process
 (``time.process_time``): on a shared machine they move much less than wall time. ``--repeat``
 keeps the best of N passes per stage. ``run.py`` gives the end-to-end rates and the ratios.
+
+The garbage collector is off while it measures: this harness keeps every stage's output in memory
+(the pipeline never does), and collections scanning those lists would be charged to whichever
+stage happened to trigger them.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import os
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 from maillog2otel import mtas
 from maillog2otel.correlate.base import CorrelateSettings
@@ -40,7 +49,18 @@ def main() -> int:
     ap.add_argument("--mta", default=None, help="postfix | exim | haraka (default: from the file name)")
     ap.add_argument("--year", type=int, default=2026)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--rev", help="measure maillog2otel as committed at this git revision")
     args = ap.parse_args()
+    if args.rev:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from run import snapshot
+
+        src, sha = snapshot(args.rev)
+        print(f"(git {sha})")
+        argv = [a for i, a in enumerate(sys.argv) if a != "--rev" and sys.argv[i - 1] != "--rev"]
+        env = {**os.environ, "PYTHONPATH": str(src)}
+        return subprocess.run([sys.executable, *argv], env=env, check=False).returncode
+    gc.disable()
     mta = args.mta or next((m for m in mtas.REGISTRY if m in args.file.rsplit("/", 1)[-1]), "postfix")
 
     def read() -> int:

@@ -139,8 +139,8 @@ class Rule:
     regex: re.Pattern[str] | None = field(default=None, repr=False)
     converters: dict[str, Converter] = field(default_factory=dict, repr=False)
     group_names: dict[str, str] = field(default_factory=dict, repr=False)
-    _renamed: bool = field(default=False, repr=False)
-    _conversions: tuple[tuple[str, Converter], ...] = field(default=(), repr=False)
+    # text -> fields or None: the compiled ``re`` path, or pyparsing for a rule ``re`` cannot express
+    fast: Callable[[str], dict[str, Any] | None] = field(default=lambda text: None, repr=False)
 
     _anchored: pp.ParserElement | None = field(default=None, repr=False)
 
@@ -155,26 +155,11 @@ class Rule:
             self.regex = re.compile(pattern)  # the flags pyparsing gives its Regex leaves: none
         except NotImplementedError:
             self.regex = None  # pyparsing serves this rule on the slow path
-        self._renamed = any(g != n for g, n in self.group_names.items())
-        self._conversions = tuple(self.converters.items())
+        self.fast = _fast_parser(self.regex, self.group_names, self.converters) if self.regex else self.parse_slow
 
     def parse_fast(self, text: str) -> dict[str, Any] | None:
         """The compiled ``re`` path (falls back to pyparsing for rules it could not compile)."""
-        if self.regex is None:
-            return self.parse_slow(text)
-        m = self.regex.fullmatch(text)
-        if m is None:
-            return None
-        if self._renamed:
-            names = self.group_names
-            out = {names[g]: v for g, v in m.groupdict().items() if v is not None}
-        else:
-            out = {g: v for g, v in m.groupdict().items() if v is not None}
-        for name, conv in self._conversions:
-            value = out.get(name)
-            if value is not None:
-                out[name] = conv(value)
-        return out
+        return self.fast(text)
 
     def parse_slow(self, text: str) -> dict[str, Any] | None:
         """pyparsing itself: the reference the fast path must agree with."""
@@ -191,6 +176,30 @@ class Rule:
             conv = self.converters.get(name)
             out[name] = conv(value) if conv else value
         return out
+
+
+def _fast_parser(regex: re.Pattern[str], group_names: dict[str, str],
+                 converters: dict[str, Converter]) -> Callable[[str], dict[str, Any] | None]:
+    """Writes, for one rule, the Python function that turns a ``fullmatch`` into its field dict.
+
+    Every line of a log goes through one of these, so the generic version (``groupdict``, a dict
+    comprehension dropping unmatched groups, a loop over converters) cost several times the
+    match itself. Generated code reads the groups by index and converts each field in place, in
+    group order, so the dict is the same, key order included: an unmatched group is no field, and
+    a field in two branches (``f``, ``f__2``) keeps the last group that matched."""
+    ns: dict[str, Any] = {"fullmatch": regex.fullmatch}
+    body = ["def fast(text):", "    m = fullmatch(text)", "    if m is None:", "        return None",
+            "    g = m.groups()", "    d = {}"]
+    for gname, index in sorted(regex.groupindex.items(), key=lambda kv: kv[1]):
+        name = group_names.get(gname, gname)
+        value = "v"
+        if name in converters:
+            ns[f"c_{gname}"] = converters[name]
+            value = f"c_{gname}(v)"
+        body += [f"    v = g[{index - 1}]", "    if v is not None:", f"        d[{name!r}] = {value}"]
+    body.append("    return d")
+    exec("\n".join(body), ns)  # noqa: S102 - our own generated source, from our own grammar
+    return ns["fast"]
 
 
 def _collect_converters(expr: pp.ParserElement) -> dict[str, Converter]:

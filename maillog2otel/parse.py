@@ -15,6 +15,9 @@ from typing import Any
 
 from maillog2otel.records import Event, Record
 
+# (rule name, text -> fields or None) for each rule a line may be, in grammar order
+Candidates = list[tuple[str, Callable[[str], "dict[str, Any] | None"]]]
+
 _FIRST_WORD = re.compile(r"[^ =:]*=?")
 
 
@@ -40,15 +43,23 @@ class Grammar:
             modules[0], "program_key", _last_component
         )
         self._keys = {k for r in self.rules for k in r.keys}
-        self._index: dict[tuple[str, str | None], list[Any]] = {}
-        self._programs: dict[str, tuple[str, dict[str, Any]]] = {}
+        # program -> (the daemon's dispatch table: first word -> candidate rules, fields the program
+        # name carries); built as lines arrive, so a log pays only for the daemons it has
+        self._programs: dict[str, tuple[str, dict[str | None, Candidates], dict[str, Any]]] = {}
+        self._daemons: dict[str, dict[str | None, Candidates]] = {}
+        if self.prefix is not None and self.fast and self._prefix_re is not None:
+            names = self.prefix.group_names
+            groups = sorted(self._prefix_re.groupindex.items(), key=lambda x: x[1])
+            self._prefix_groups = [(i - 1, names.get(g, g)) for g, i in groups]
 
-    def _candidates(self, program: str, key: str | None) -> list[Any]:
-        found = self._index.get((program, key))
+    def _candidates(self, daemon: str, key: str | None) -> Candidates:
+        """The rules a line of ``daemon`` starting with ``key`` can be, in grammar order."""
+        table = self._daemons.setdefault(daemon, {})
+        found = table.get(key)
         if found is None:
-            keyed = [r for r in self.rules if key in r.keys and (not r.programs or program in r.programs)]
-            loose = [r for r in self.rules if not r.keys and (not r.programs or program in r.programs)]
-            found = self._index[(program, key)] = keyed + loose
+            keyed = [r for r in self.rules if key in r.keys and (not r.programs or daemon in r.programs)]
+            loose = [r for r in self.rules if not r.keys and (not r.programs or daemon in r.programs)]
+            found = table[key] = [(r.name, r.fast if self.fast else r.parse_slow) for r in keyed + loose]
         return found
 
     def parse(self, rec: Record) -> Event | None:
@@ -56,31 +67,34 @@ class Grammar:
         if prog is None:
             if len(self._programs) > 10_000:
                 self._programs.clear()
-            prog = self._programs[rec.program] = self.program_key(rec.program)
-        daemon, prog_fields = prog
+            daemon, prog_fields = self.program_key(rec.program)
+            prog = self._programs[rec.program] = (daemon, self._daemons.setdefault(daemon, {}), prog_fields)
+        daemon, table, prog_fields = prog
         body = rec.message if self.rewrite is None else self.rewrite(rec.message, self.fast)
         fields: dict[str, Any] | None = None
         if self.prefix is not None:
             if self.fast and self._prefix_re is not None:
                 m = self._prefix_re.match(body)
                 if m is not None:
-                    fields = {k: v for k, v in m.groupdict().items() if v is not None}
+                    g = m.groups()
+                    fields = {name: g[i] for i, name in self._prefix_groups if g[i] is not None}
                     body = body[m.end():]
             else:
                 body, fields = _slow_prefix(self.prefix, body)
         key = _FIRST_WORD.match(body)[0]  # type: ignore[index]  # always matches (may be empty)
-        index_key = (daemon, key if key in self._keys else None)
-        candidates = self._index.get(index_key)
+        candidates = table.get(key)
         if candidates is None:
-            candidates = self._candidates(*index_key)
-        for rule in candidates:
-            got = rule.parse_fast(body) if self.fast else rule.parse_slow(body)
+            candidates = self._candidates(daemon, key if key in self._keys else None)
+            if len(table) < 1000:  # the unkeyed words share one list; the table stays bounded
+                table[key] = candidates
+        for name, rule_parse in candidates:
+            got = rule_parse(body)
             if got is not None:
                 if fields:
                     got.update(fields)
                 if prog_fields:
                     got.update(prog_fields)
-                return Event(rule.name, got, rec)
+                return Event(name, got, rec)
         return None
 
 

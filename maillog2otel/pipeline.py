@@ -5,6 +5,7 @@ sources -> framing -> grammars (parse) -> correlate -> telemetry -> export
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import heapq
 import logging
@@ -24,9 +25,9 @@ from maillog2otel.parse import Grammar
 from maillog2otel.records import Connection, Count, Delivery, Event, MessageDone, Output, Record
 from maillog2otel.sources import SourceStats, first_mtime, group_streams, read_lines
 from maillog2otel.telemetry import reasons, redact
+from maillog2otel.telemetry import stitch as stitch_state
 from maillog2otel.telemetry.metrics import Aggregator
 from maillog2otel.telemetry.spans import connection_span, delivery_span
-from maillog2otel.telemetry import stitch as stitch_state
 from maillog2otel.telemetry.stitch import Stitcher
 
 NS = 1_000_000_000
@@ -39,6 +40,9 @@ _MASKS = [
     (re.compile(r"\b[0-9A-F]{6,}\b"), "<qid>"),
     (re.compile(r"\d+"), "N"),
 ]
+
+
+_UNROUTED: tuple = ()  # a Record whose (host, program) was not seen yet
 
 
 def shape_of(text: str) -> str:
@@ -91,15 +95,16 @@ class Pipeline:
         self.collect_shapes = collect_shapes
         extra = mtas.user_grammar_modules(grammars_dir)
         self.stages: dict[str, tuple[Grammar, Correlator]] = {}
+        correlate = dataclasses.replace(correlate or CorrelateSettings(), span_events=self.traces_on)
         for name in mtas.available():
             if settings.mta in ("auto", name):
-                self.stages[name] = mtas.load(name, correlate or CorrelateSettings(), fast=fast,
-                                              extra=extra.get(name))
+                self.stages[name] = mtas.load(name, correlate, fast=fast, extra=extra.get(name))
         self.aggregator = Aggregator(settings.export_interval_ms * 1_000_000, settings.metric_namespace,
                                      settings.delta)
         self.aggregator.classify = reasons.classifier(settings)
         self._next_bucket: int | None = None
         self._seen_sources: set[tuple[str, str]] = set()
+        self._routes: dict[tuple[str, str, str | None], tuple | None] = {}  # see _route
         self._pending_spans: list = []
         # spans wait here briefly: one trace across mail hops
         self.stitcher = Stitcher(window_ns=2 * NS, server_window_ns=0) if live else Stitcher()
@@ -116,29 +121,48 @@ class Pipeline:
         if self.collect_shapes:
             c.note_shape(text)
 
-    def feed(self, rec: Record) -> None:
-        c = self.counters
-        c.lines += 1
+    def _route(self, rec: Record) -> tuple[str, Callable, Callable, list[int]] | None:
+        """Where lines of this (host, program) go: the MTA, its parse and feed, its counter row.
+        None for other programs. Cached: the answer depends on the message only for Haraka run as
+        ``node``, which is looked at line by line."""
         mta = mtas.detect(rec)
         stage = self.stages.get(mta) if mta else None
         if stage is None:
-            c.foreign += 1
-            return
-        ts = rec.ts_ns
-        if c.first_ns is None:
-            c.first_ns = ts
-        if c.last_ns is None or ts > c.last_ns:
-            c.last_ns = ts
+            if rec.program in ("node", "haraka.js"):
+                return None
+            self._routes[(rec.host, rec.program, rec.mta)] = None
+            return None
         if (rec.host, mta) not in self._seen_sources:
             self._seen_sources.add((rec.host, mta))
             self.aggregator.source(rec.host, mta)
-        grammar, correlator = stage
-        ev = grammar.parse(rec)
+        by_program = self.counters.by_program
         key = (mta, rec.program)
-        counts = c.by_program.get(key)
+        counts = by_program.get(key)
         if counts is None:  # bounded: past 1000 programs, the rest share one row per MTA
-            key = key if len(c.by_program) < 1000 else (mta, "(other programs)")
-            counts = c.by_program.setdefault(key, [0, 0])
+            key = key if len(by_program) < 1000 else (mta, "(other programs)")
+            counts = by_program.setdefault(key, [0, 0])
+        route = (mta, stage[0].parse, stage[1].feed, counts)
+        if len(self._routes) < 10_000 and rec.program not in ("node", "haraka.js"):
+            self._routes[(rec.host, rec.program, rec.mta)] = route
+        return route
+
+    def feed(self, rec: Record) -> None:
+        c = self.counters
+        c.lines += 1
+        route = self._routes.get((rec.host, rec.program, rec.mta), _UNROUTED)
+        if route is _UNROUTED:
+            route = self._route(rec)
+        if route is None:
+            c.foreign += 1
+            return
+        mta, parse, correlate, counts = route
+        ts = rec.ts_ns
+        last = c.last_ns
+        if last is None or ts > last:
+            c.last_ns = ts
+            if last is None:
+                c.first_ns = ts
+        ev = parse(rec)
         if ev is None:
             c.unparsed += 1
             counts[1] += 1
@@ -149,7 +173,7 @@ class Pipeline:
             return
         c.parsed += 1
         counts[0] += 1
-        outs = correlator.feed(ev)
+        outs = correlate(ev)
         if self.log_sink is not None:
             self.log_sink.line(rec, ev, mta)
         if outs:
@@ -268,6 +292,7 @@ class Pipeline:
         stitch_state.load_state(self.stitcher, state.get("stitch", {}))
         self._next_bucket = state.get("next_bucket")
         self._seen_sources = {tuple(x) for x in state.get("sources", [])}  # type: ignore[misc]
+        self._routes.clear()
 
     def open_counts(self) -> dict[str, dict[str, int]]:
         return {name: corr.open_counts() for name, (_, corr) in self.stages.items()}

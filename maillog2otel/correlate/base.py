@@ -22,6 +22,9 @@ class CorrelateSettings:
     message_retention_ns: int = 7 * 86400 * NS  # deferred mail keeps its trace this long (≥ 6 days)
     max_sessions: int = 100_000
     max_messages: int = 500_000
+    # False when no span is exported (--no-traces, --exporter none): a connection then carries
+    # only what metrics read (command counts, times), not the events the span would have
+    span_events: bool = True
 
 
 @dataclass(slots=True)

@@ -501,6 +501,13 @@ class PostfixCorrelator:
 
     # --- the SERVER span -----------------------------------------------------------------------
 
+    def _close_message(self, msg: Message) -> None:
+        msg.session = None  # the span is out: later lines of the message only make deliveries
+        if msg.queued_ns is None and (msg.rejected or msg.data_ns is None):
+            # rejected at end of DATA, or RSET after RCPT: this queue ID will get no more lines
+            # (no "removed" before Postfix 3.10), and short IDs get reused
+            self.messages.pop(msg.key)
+
     def _connection(self, s: Session) -> Connection:
         """Build the span's events, adding what Postfix proves but never logs as a line."""
         events = list(s.events)
@@ -517,6 +524,11 @@ class PostfixCorrelator:
             ok, _, total = counts["commands"].partition("/")
             s.attrs["smtp.commands"] = int(total or ok)
             s.attrs["smtp.commands.ok"] = int(ok)
+        if not self.s.span_events:  # metrics only: the span's events would be thrown away
+            for msg in s.messages:
+                self._close_message(msg)
+            return Connection(MTA, s.key[0], s.trace_id, s.span_id, s.start_ns, max(s.end_ns, s.start_ns),
+                              s.attrs, [], s.error, commands)
         inferred = {"smtp.event.inferred": True}
         last_ns = s.end_ns or s.last_ns
         for verb in ("ehlo", "helo"):
@@ -559,11 +571,7 @@ class PostfixCorrelator:
                     "smtp.queue_id": msg.key[2], "smtp.queue_msg": f"250 2.0.0 Ok: queued as {msg.key[2]}"}))
                 if msg.size is not None:
                     s.attrs["smtp.message.size_bytes"] = msg.size
-            msg.session = None  # the span is out: later lines of the message only make deliveries
-            if msg.queued_ns is None and (msg.rejected or msg.data_ns is None):
-                # rejected at end of DATA, or RSET after RCPT: this queue ID will get no more lines
-                # (no "removed" before Postfix 3.10), and short IDs get reused
-                self.messages.pop(msg.key)
+            self._close_message(msg)
         if counts:
             sender = {"smtp.mail_from": s.sender} if s.sender is not None else {}
             for name, have, attrs in (("mail", mails, sender), ("rcpt", rcpts, {"smtp.rcpt.accepted": True}),

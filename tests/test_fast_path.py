@@ -1,0 +1,137 @@
+"""The shortcuts of the fast path (issue 6) change cost, never results.
+
+- With no span exported (``--no-traces``, ``--exporter none``) the correlators skip building span
+  events; the metrics must be the very points a full run makes, on every fixture of every MTA.
+- The generated per-rule parsers (``grammars.common._fast_parser``) must give the dict the generic
+  ``groupdict`` path gave, key order included.
+- The pipeline's per-(host, program) routing cache must count and route like ``mtas.detect``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from maillog2otel.grammars import exim, haraka, postfix
+
+from maillog2otel.config import build_settings
+from maillog2otel.export.base import SinkStats
+from maillog2otel.framing import Framer, LocalClock, YearGuess
+from maillog2otel.parse import Grammar
+from maillog2otel.pipeline import Pipeline, backfill_records
+from maillog2otel.sources import SourceStats
+from maillog2otel.testing import CollectingSink, run_pipeline
+
+FIX = Path(__file__).resolve().parent.parent / "fixtures"
+LOGS = sorted([*FIX.glob("postfix/*.log"), *FIX.glob("exim/*.mainlog"), *FIX.glob("haraka/*.log"),
+               *FIX.glob("chain/*.log"), *FIX.glob("chain/*.mainlog")])
+
+
+class _DropSpans:
+    """A span sink that is not a collecting one: the pipeline sees traces switched off."""
+
+    def __init__(self) -> None:
+        self.stats = SinkStats()
+        self.got: list = []
+
+    def spans(self, spans: list) -> None:
+        self.got.extend(spans)
+
+    def metrics(self, data: list) -> None:
+        raise AssertionError("not a metric sink")
+
+    def hint(self, done: object) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _points(metrics: list) -> list[tuple]:
+    return [(m.resource, m.name, tuple(sorted(p.attrs.items())), p.start_ns, p.time_ns, p.value,
+             tuple(p.counts or ()), p.total, p.count, p.minimum, p.maximum)
+            for m in metrics for p in m.points]
+
+
+@pytest.mark.parametrize("log", LOGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_metrics_without_traces_equal_a_full_runs(log: Path) -> None:
+    assert LOGS, "no fixture logs found"
+    full = run_pipeline([str(log)], timezone="UTC", year=2026)
+    settings = build_settings(env={}, exporter="none", timezone="UTC", year=2026)
+    spans, metrics = _DropSpans(), CollectingSink()
+    pipeline = Pipeline(settings, spans, metrics)
+    assert not pipeline.traces_on
+    for rec in backfill_records([str(log)], settings, pipeline, SourceStats()):
+        pipeline.feed(rec)
+    pipeline.finish()
+    assert spans.got == []
+    assert _points(metrics.metric_list) == _points(full.metrics)
+    assert len(_points(full.metrics)) > 0
+    c, f = pipeline.counters, full.counters
+    names = ("lines", "parsed", "foreign", "unparsed", "connections", "messages", "deliveries", "rejected")
+    assert [getattr(c, n) for n in names] == [getattr(f, n) for n in names]
+    assert c.by_program == f.by_program
+    assert pipeline.correlator_stats() == full.stats
+
+
+def _generic(rule, text: str) -> dict | None:
+    m = rule.regex.fullmatch(text)
+    if m is None:
+        return None
+    out = {rule.group_names[g]: v for g, v in m.groupdict().items() if v is not None}
+    for name, conv in rule.converters.items():
+        if out.get(name) is not None:
+            out[name] = conv(out[name])
+    return out
+
+
+@pytest.mark.parametrize("module", [postfix, exim, haraka], ids=lambda m: m.MTA)
+def test_generated_parsers_equal_the_generic_match(module) -> None:
+    pattern = {"postfix": "postfix/*.log", "exim": "exim/*.mainlog", "haraka": "haraka/*.log"}[module.MTA]
+    grammar = Grammar([module])
+    bodies: set[str] = set()
+    for path in FIX.glob(pattern):
+        framer = Framer(stream=0, clock=LocalClock("UTC"), year=YearGuess(2026), default_host="mx")
+        for line in path.read_text(errors="replace").splitlines():
+            rec = framer.frame(line, 0)
+            if rec is None:
+                continue
+            body = rec.message if grammar.rewrite is None else grammar.rewrite(rec.message, True)
+            if grammar.prefix is not None and (m := grammar._prefix_re.match(body)):
+                body = body[m.end():]
+            bodies.add(body)
+    compared = matched = 0
+    for rule in module.RULES:
+        if rule.regex is None:
+            continue
+        for body in bodies:
+            want, got = _generic(rule, body), rule.fast(body)
+            assert got == want, (rule.name, body)
+            if got is not None:
+                assert list(got) == list(want), (rule.name, body)  # key order too
+                matched += 1
+            compared += 1
+    assert matched > 50, f"only {matched} of {compared} comparisons matched a rule"
+
+
+def test_routing_cache_counts_programs_like_detect(tmp_path: Path) -> None:
+    log = tmp_path / "mixed.log"
+    log.write_text(
+        "Nov 22 01:00:00 mx postfix/smtpd[10]: connect from a.example[192.0.2.1]:4000\n"
+        "Nov 22 01:00:00 mx dovecot[11]: imap-login: Login: user=<u>\n"
+        "Nov 22 01:00:01 mx2 postfix/smtpd[10]: connect from b.example[192.0.2.2]:4001\n"
+        "Nov 22 01:00:01 mx postfix/smtpd[10]: something postfix never says\n"
+        "Nov 22 01:00:02 mx node[12]: [INFO] [-] [core] not a haraka line? it is one\n"
+        "Nov 22 01:00:02 mx node[12]: plain node output\n"
+        "Nov 22 01:00:03 mx postfix/smtpd[10]: disconnect from a.example[192.0.2.1]:4000 ehlo=1 quit=1 "
+        "commands=2\n"
+    )
+    r = run_pipeline([str(log)], timezone="UTC", year=2026)
+    c = r.counters
+    assert (c.lines, c.foreign) == (7, 2)
+    assert c.by_program[("postfix", "postfix/smtpd")] == [3, 1]
+    assert ("haraka", "node") in c.by_program
+    assert c.connections == 2
