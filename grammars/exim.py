@@ -46,7 +46,8 @@ PREFIX = seq(
 # H= value: [name ][DS ][(helo) ][ip][:port][*]. Only the last [ip] is Exim's own (the HELO is
 # the client's), so the helo may hold anything but ")" (host.c host_build_sender_fullhost).
 HOSTV = r"(?>(?:[^\s\[\]()]+ )?(?:DS )?(?:\([^)]*\) )?\[[^\]\s]*\](?::\d+)?\*?)"
-_VALUE = r'"(?:[^"\\]|\\.)*"|<[^>]*>|(?:[^\s:"]|:(?!\s|\Z))*'
+# unrolled loops (``a*(?:b a*)*``, not ``(?:a|b)*``): the same longest run, in half the time
+_VALUE = r'"[^"\\]*(?:\\.[^"\\]*)*"|<[^>]*>|[^\s:"]*(?::(?!\s|\Z)[^\s:"]*)*'
 _BARE = r"(?:DS|K|L[-.*]?|PRDR|TFO\*?|ARC)(?=\s|\Z|:)"  # flags without "=" (spec "Log line flags")
 # H= is always a host: a malformed one makes the line unparsed rather than a text-valued H
 _TOKEN = rf"(?:H={HOSTV}|(?!H=)[A-Za-z][A-Za-z0-9]*\*?=(?:{_VALUE})|{_BARE})"
@@ -54,24 +55,39 @@ TAGS = rf"(?>(?: {_TOKEN})*)"
 LEAD_TAGS = rf"(?>(?:DS )?{_TOKEN}(?: {_TOKEN})*)"  # host_and_ident(TRUE) and what follows it
 DURATION = r"(?>\d[\w.]*)"
 
-_TOKEN_RE = re.compile(rf" ?(?:H=(?P<host>{HOSTV})|(?!H=)(?P<key>[A-Za-z][A-Za-z0-9]*\*?)=(?P<value>{_VALUE})"
-                       rf"|(?P<bare>{_BARE}))")
+# One tag per match, in the order of _TOKEN, read with findall (tuples, no match objects): the H=
+# value's parts are groups here, so a host is taken apart in the same pass
+_NAME_HOST = r"(?:([^\s\[\]()]+) )?(?:DS )?(\([^)]*\) )?\[([^\]\s]*)\](?::(\d+))?(\*)?"
+_TOKENS = re.compile(rf" ?(?:H=({_NAME_HOST})|(?!H=)([A-Za-z][A-Za-z0-9]*\*?)=({_VALUE})|({_BARE}))")
 _HOST_RE = re.compile(r"(?:(?P<name>[^\s\[\]()]+) )?(?:DS )?(?:\((?P<helo>[^)]*)\) )?"
                       r"\[(?P<address>[^\]\s]*)\](?::(?P<port>\d+))?(?P<reused>\*)?")
 _ADDR_PORT = re.compile(r"\[(?P<address>[^\]]*)\](?::(?P<port>\d+))?")
 _DUR_RE = re.compile(r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?")
+_UNESCAPE = re.compile(r"\\(.)")
 _INTS = {"S", "M8S"}
 _DURATIONS = {"D", "DT", "QT", "RT"}
+# A log repeats a few hundred durations (``0.001s``) and interfaces (``[127.0.0.1]:25``) on
+# nearly every line; bounded, so a log of unique values costs only the lookups.
+_SECONDS: dict[str, float | None] = {}
+_INTERFACES: dict[str, dict[str, Any]] = {}
+_CACHE_MAX = 4096
 
 
 def seconds(text: str) -> float | None:
     """``3m45s`` / ``0.149s`` / ``1d2h`` -> seconds; None for anything else (munged test logs)."""
+    try:
+        return _SECONDS[text]
+    except KeyError:
+        pass
     m = _DUR_RE.fullmatch(text)
-    if m is None or not text:
-        return None
-    w, d, h, mi, s = m.groups()
-    return (int(w or 0) * 604800 + int(d or 0) * 86400 + int(h or 0) * 3600 + int(mi or 0) * 60
-            + float(s or 0))
+    value = None
+    if m is not None and text:
+        w, d, h, mi, s = m.groups()
+        value = (int(w or 0) * 604800 + int(d or 0) * 86400 + int(h or 0) * 3600 + int(mi or 0) * 60
+                 + float(s or 0))
+    if len(_SECONDS) < _CACHE_MAX:
+        _SECONDS[text] = value
+    return value
 
 
 def host(text: str) -> dict[str, Any]:
@@ -79,51 +95,69 @@ def host(text: str) -> dict[str, Any]:
     m = _HOST_RE.fullmatch(text)
     if m is None:  # pragma: no cover - the grammar only hands over text HOSTV matched
         return {"raw": text}
-    out: dict[str, Any] = {"raw": text, "address": m["address"]}
-    if m["name"]:
-        out["name"] = m["name"]
-    if m["helo"] is not None:
-        out["helo"] = m["helo"]
-    if m["port"]:
-        out["port"] = int(m["port"])
-    if m["reused"]:
+    name, helo, address, port, reused = m.groups()
+    out: dict[str, Any] = {"raw": text, "address": address}
+    if name:
+        out["name"] = name
+    if helo is not None:
+        out["helo"] = helo
+    if port:
+        out["port"] = int(port)
+    if reused:
         out["reused"] = True
     return out
 
 
 def _interface(text: str) -> dict[str, Any]:
-    m = _ADDR_PORT.fullmatch(text)
-    if m is None:
-        return {"raw": text}
-    return {"address": m["address"], **({"port": int(m["port"])} if m["port"] else {})}
+    got = _INTERFACES.get(text)
+    if got is None:
+        m = _ADDR_PORT.fullmatch(text)
+        if m is None:
+            got = {"raw": text}
+        else:
+            got = {"address": m["address"], **({"port": int(m["port"])} if m["port"] else {})}
+        if len(_INTERFACES) < _CACHE_MAX:
+            _INTERFACES[text] = got
+    return dict(got)  # each event its own: a consumer may change it
 
 
 def tags(text: str) -> dict[str, Any]:
     """A tag region -> dict: quotes and angle brackets removed, ``H``/``I`` as dicts, ``S`` as int,
     durations as seconds, bare flags as True. A repeated tag keeps its first value."""
     out: dict[str, Any] = {}
-    for m in _TOKEN_RE.finditer(text):
-        if m["host"] is not None:
-            out.setdefault("H", host(m["host"]))
-            continue
-        if m["bare"] is not None:
-            out[m["bare"]] = True
-            continue
-        key, val = m["key"], m["value"]
-        if key in out:
-            continue
-        if val[:1] == '"':
-            val = re.sub(r"\\(.)", r"\1", val[1:-1])
-        elif val[:1] == "<" and val[-1:] == ">":
-            val = val[1:-1]
-        if key in _INTS and val.isdigit():
-            out[key] = int(val)
-        elif key in _DURATIONS:
-            out[key] = seconds(val)
-        elif key == "I":
-            out[key] = _interface(val)
+    for raw, name, helo, address, port, reused, key, value, bare in _TOKENS.findall(text):
+        if key:
+            if key in out:
+                continue
+            val = value
+            if val[:1] == '"':
+                val = val[1:-1]
+                if "\\" in val:
+                    val = _UNESCAPE.sub(r"\1", val)
+            elif val[:1] == "<" and val[-1:] == ">":
+                val = val[1:-1]
+            if key in _INTS:
+                out[key] = int(val) if val.isdigit() else val
+            elif key in _DURATIONS:
+                out[key] = seconds(val)
+            elif key == "I":
+                out[key] = _interface(val)
+            else:
+                out[key] = val
+        elif raw:
+            if "H" not in out:
+                h: dict[str, Any] = {"raw": raw, "address": address}
+                if name:
+                    h["name"] = name
+                if helo:  # "(helo) ": present, even if empty
+                    h["helo"] = helo[1:-2]
+                if port:
+                    h["port"] = int(port)
+                if reused:
+                    h["reused"] = True
+                out["H"] = h
         else:
-            out[key] = val
+            out[bare] = True
     return out
 
 
