@@ -65,8 +65,8 @@ RejectClassesOpt = Annotated[bool | None, typer.Option(
     "--reject-classes/--no-reject-classes", help="Add the bounded smtp.reject.class attribute to rejected "
     "counts ([reasons] in the config file maps reply texts to classes).")]
 PrometheusOpt = Annotated[str | None, typer.Option(
-    "--prometheus", metavar="HOST:PORT", help="Serve /metrics for Prometheus and /health, /ready, /live here.",
-    envvar="MAILLOG2OTEL_PROMETHEUS")]
+    "--prometheus", metavar="HOST:PORT",
+    help="Serve /metrics for Prometheus and /health, /ready, /live here.", envvar="MAILLOG2OTEL_PROMETHEUS")]
 
 
 def _ops(logs: bool | None, redact: str | None, redact_clients: str | None, redact_key_file: Path | None,
@@ -153,7 +153,8 @@ def check(
     from maillog2otel.runner import run_check
 
     settings = _settings(mta=mta, year=year, timezone=timezone, hostname=hostname, exporter="none", env={})
-    raise typer.Exit(run_check(paths, settings, strict=strict, grammars_dir=str(grammars) if grammars else None))
+    raise typer.Exit(run_check(paths, settings, strict=strict,
+                               grammars_dir=str(grammars) if grammars else None))
 
 
 @app.command()
@@ -175,10 +176,12 @@ def tail(
     lossy: Annotated[bool, typer.Option(
         "--lossy", help="While the collector is down, keep reading and drop the oldest data beyond --buffer "
         "(counted) instead of pausing.")] = False,
-    buffer: Annotated[int, typer.Option("--buffer", min=100, help="Spans (and points) held with --lossy.")] = 20_000,
+    buffer: Annotated[int, typer.Option("--buffer", min=100, help="Spans (and points) held with --lossy.")]
+    = 20_000,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log rotations and truncations.")] = False,
     logs: LogsOpt = None, redact: RedactOpt = None, redact_clients: RedactClientsOpt = None,
-    redact_key_file: RedactKeyOpt = None, reject_classes: RejectClassesOpt = None, prometheus: PrometheusOpt = None,
+    redact_key_file: RedactKeyOpt = None, reject_classes: RejectClassesOpt = None,
+    prometheus: PrometheusOpt = None,
 ) -> None:
     """Follow live logs and export each connection moments after it ends; survives rotation and restarts.
 

@@ -169,7 +169,8 @@ def export_target(signal: str, *, env: Mapping[str, str], cli_exporter: str | No
         # the specification, so a value shared with other SDKs means the same thing here.
         timeout_s = float(raw_timeout) / 1000 if raw_timeout else 10.0
     except ValueError:
-        raise ConfigError(f"OTEL_EXPORTER_OTLP_TIMEOUT must be a number of milliseconds, got {raw_timeout!r}") from None
+        raise ConfigError(
+            f"OTEL_EXPORTER_OTLP_TIMEOUT must be a number of milliseconds, got {raw_timeout!r}") from None
     compression = (_signal_env(env, signal, "COMPRESSION") or "none").strip().lower()
     if compression not in ("gzip", "deflate", "none"):
         raise ConfigError(f"unsupported OTLP compression {compression!r} (use gzip, deflate or none)")
@@ -204,8 +205,10 @@ def build_settings(*, env: Mapping[str, str] | None = None, config_path: str | N
         traces_on = traces_on if traces is not None else False
         metrics_on = metrics_on if metrics is not None else False
     ini_endpoint = ini_get("main", "endpoint")
-    t = export_target("traces", env=env, cli_exporter=exporter, cli_endpoint=endpoint, ini_endpoint=ini_endpoint)
-    m = export_target("metrics", env=env, cli_exporter=exporter, cli_endpoint=endpoint, ini_endpoint=ini_endpoint)
+    t = export_target("traces", env=env, cli_exporter=exporter, cli_endpoint=endpoint,
+                      ini_endpoint=ini_endpoint)
+    m = export_target("metrics", env=env, cli_exporter=exporter, cli_endpoint=endpoint,
+                      ini_endpoint=ini_endpoint)
     if traces_on is False:
         t = ExportTarget("none")
     if metrics_on is False:
@@ -230,7 +233,8 @@ def build_settings(*, env: Mapping[str, str] | None = None, config_path: str | N
         try:
             ZoneInfo(zone)
         except (ValueError, OSError, KeyError):
-            raise ConfigError(f"unknown time zone {zone!r} (use an IANA name such as Europe/Berlin or UTC)") from None
+            raise ConfigError(
+                f"unknown time zone {zone!r} (use an IANA name such as Europe/Berlin or UTC)") from None
     if mta not in ("auto", "postfix", "exim", "haraka"):
         raise ConfigError(f"unknown MTA {mta!r} (use auto, postfix, exim or haraka)")
     return Settings(
@@ -268,8 +272,8 @@ def _ops_settings(ini: configparser.ConfigParser, env: Mapping[str, str], *, exp
         raise ConfigError(str(exc)) from None
     out.update(redact=mode, redact_clients=clients, redact_key=key)
     rc = reject_classes if reject_classes is not None else _truthy(ini_get("metrics", "reject_classes"))
-    user = tuple((k, v) for k, v in ini.items("reasons", raw=True) if k != "use_defaults") if ini.has_section("reasons") \
-        else ()
+    user = (tuple((k, v) for k, v in ini.items("reasons", raw=True) if k != "use_defaults")
+            if ini.has_section("reasons") else ())
     use_defaults = _truthy(ini_get("reasons", "use_defaults")) is not False
     try:
         reasons.compile_classes(user, use_defaults)

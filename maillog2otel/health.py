@@ -60,12 +60,15 @@ safe_endpoint = display_endpoint
 def _iso(ns: int | None) -> str | None:
     if ns is None:
         return None
-    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    when = dt.datetime.fromtimestamp(ns / 1e9, dt.UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _unwrap(sink: Any) -> Any:
     for _ in range(6):  # redaction, tail's buffer … around the real sink
-        inner = None if hasattr(sink, "target") else (getattr(sink, "inner", None) or getattr(sink, "sink", None))
+        if hasattr(sink, "target"):
+            break
+        inner = getattr(sink, "inner", None) or getattr(sink, "sink", None)
         if inner is None:
             break
         sink = inner
@@ -76,7 +79,8 @@ def _exporter_report(sink: Any, signal: str) -> dict[str, Any]:
     real = _unwrap(sink)
     stats = getattr(sink, "stats", None) or getattr(real, "stats", None)
     target = getattr(real, "target", None)
-    kind = {"NullSink": "none", "ConsoleSpans": "console", "ConsoleMetrics": "console"}.get(type(real).__name__)
+    kind = {"NullSink": "none", "ConsoleSpans": "console",
+            "ConsoleMetrics": "console"}.get(type(real).__name__)
     report: dict[str, Any] = {"exporter": getattr(target, "exporter", None) or getattr(real, "exporter", None)
                               or kind or type(real).__name__}
     if target is not None:
@@ -153,7 +157,8 @@ class OpsServer:
         try:
             self.server = Server((self.host, self._port), Handler)
         except OSError as exc:
-            raise OSError(f"--prometheus {self.host}:{self._port}: cannot listen: {exc.strerror or exc}") from None
+            raise OSError(
+                f"--prometheus {self.host}:{self._port}: cannot listen: {exc.strerror or exc}") from None
         self.thread = threading.Thread(target=self.server.serve_forever, name="maillog2otel-ops", daemon=True)
         self.thread.start()
 
@@ -188,7 +193,8 @@ class OpsServer:
             if sink is not None:
                 exported[{"traces": "spans", "metrics": "metric_points", "logs": "log_records"}[signal]] = \
                     getattr(sink.stats, key, 0)
-        text = render(pipeline.aggregator, pipeline.counters, exported, redact.from_settings(pipeline.settings))
+        text = render(pipeline.aggregator, pipeline.counters, exported,
+                      redact.from_settings(pipeline.settings))
         c = pipeline.counters
         snapshot = {
             "lines": {"read": c.lines, "parsed": c.parsed, "foreign": c.foreign, "unparsed": c.unparsed},

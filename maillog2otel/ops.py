@@ -45,7 +45,8 @@ class Ops:
             self.exporter.tick(now_ns)
         self.update()
 
-    def update(self, *, sources: Iterable[Any] | None = None, error: str | None = None, force: bool = False) -> None:
+    def update(self, *, sources: Iterable[Any] | None = None, error: str | None = None,
+               force: bool = False) -> None:
         if self.server is not None:
             self.server.update(self.pipeline, logs=self.exporter, sources=sources, error=error, force=force)
 
@@ -80,8 +81,8 @@ def attach(pipeline: Any, settings: Any, resources: Resources, *, mode: str, sou
     target = getattr(settings, "logs", None)
     exporter = None
     if target is not None:
-        exporter = make_line_exporter(target, resources, budget_s=budget_s, redactor=redact.from_settings(settings),
-                                      lossy=lossy)
+        exporter = make_line_exporter(target, resources, budget_s=budget_s,
+                                      redactor=redact.from_settings(settings), lossy=lossy)
     server = make_ops_server(settings, mode=mode, sources=sources)
     ops = Ops(pipeline, exporter, server)
     if ops.active:

@@ -158,7 +158,8 @@ class OtlpSink:
         self.stats.last_error = result.error
         self.stats.state = "failed"
         what = f"{n_spans} spans" if n_spans else f"{n_points} metric points"
-        raise ExportError(f"could not export {what} to {display_endpoint(self.target.endpoint)}: {result.error}")
+        raise ExportError(
+            f"could not export {what} to {display_endpoint(self.target.endpoint)}: {result.error}")
 
 
 def make_sinks(traces: ExportTarget, metrics: ExportTarget, resources: Resources, *, budget_s: float,

@@ -48,7 +48,7 @@ class ConsoleSpans:
                 t.deliveries.append(s)
             self._maybe_print(s.trace_id, t)
         while len(self.held) > _HOLD:
-            tid, t = self.held.popitem(last=False)
+            _tid, t = self.held.popitem(last=False)
             self._print(t)
 
     def hint(self, done: MessageDone) -> None:
@@ -122,7 +122,8 @@ class ConsoleSpans:
                 first = others[0]
                 w(f"{_when(first.start_ns)}  {first.resource[0]}  {first.resource[1]}  message without a "
                   f"connection ({first.attrs.get('smtp.message.origin', 'local')})\n")
-                w(f"  message  {first.attrs.get('smtp.queue_id', '')}  from <{first.attrs.get('smtp.mail_from', '')}>\n")
+                w(f"  message  {first.attrs.get('smtp.queue_id', '')}  "
+                  f"from <{first.attrs.get('smtp.mail_from', '')}>\n")
         for d in others:
             w(_delivery_line(d))
         tid = (c or (t.deliveries[0] if t.deliveries else None))
@@ -206,7 +207,8 @@ def _render(md: MetricData) -> str:
         parts = []
         for p in md.points:
             avg = p.total / p.count if p.count else 0
-            parts.append(f"count={p.count} avg={avg:.1f}{md.unit} min={_num(p.minimum)} max={_num(p.maximum)}")
+            parts.append(f"count={p.count} avg={avg:.1f}{md.unit} "
+                         f"min={_num(p.minimum)} max={_num(p.maximum)}")
         return "; ".join(parts)
     if md.kind == GAUGE:
         return " ".join(str(int(p.value)) for p in md.points)

@@ -2,10 +2,11 @@
 of the connection, message or delivery it belongs to, so a backend shows a trace's log lines.
 
 The pipeline calls ``LineExporter.line(record, event, mta)`` (through ``maillog2otel.ops``) after
-the correlator has seen the line; the correlator put the line's span on ``event.ctx`` (``(trace_id, span_id)`` or a
-``LogContext`` it fills in later). A record is held ``HOLD_NS`` of log time (or until
-``MAX_HELD`` are waiting) before it is read and sent, so a correlator that learns a line's span a
-moment after the line (a bounce notice that joins its parent's trace) still stamps it.
+the correlator has seen the line; the correlator put the line's span on ``event.ctx``
+(``(trace_id, span_id)`` or a ``LogContext`` it fills in later). A record is held ``HOLD_NS``
+of log time (or until ``MAX_HELD`` are waiting) before it is read and sent, so a correlator
+that learns a line's span a moment after the line (a bounce notice that joins its parent's
+trace) still stamps it.
 
 Each record: ``time_unix_nano`` = the line's own time (none for Haraka logs without timestamps),
 ``observed_time_unix_nano`` = when it was read, ``severity_number``/``severity_text`` from the
@@ -166,8 +167,8 @@ class OtlpLogSink:
                 log.warning("logs export failing (%s); dropping log records (--lossy)", result.error)
                 self._warned = True
             return
-        raise ExportError(f"could not export {len(batch)} log records to {display_endpoint(self.target.endpoint)}: "
-                          f"{result.error}")
+        raise ExportError(f"could not export {len(batch)} log records to "
+                          f"{display_endpoint(self.target.endpoint)}: {result.error}")
 
 
 def encode_logs(batch: list[tuple[tuple[str, str], logs_pb2.LogRecord]], resources: Resources

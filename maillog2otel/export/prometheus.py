@@ -106,7 +106,8 @@ def render(aggregator: Any, counters: Any = None, exported: dict[str, int] | Non
     for host, mta in sorted(aggregator.sources):
         d = METRICS["up"]
         name = metric_name(f"{aggregator.namespace or mta}.{d.suffix}", d.unit, GAUGE)
-        family(name, "gauge", d.description).append(f"{name}{_labels([('host_name', host), ('mta_name', mta)])} 1")
+        up_labels = _labels([("host_name", host), ("mta_name", mta)])
+        family(name, "gauge", d.description).append(f"{name}{up_labels} 1")
     if counters is not None:
         lines = family("maillog2otel_lines_total", "counter", "Log lines read, by what became of them")
         for result in ("parsed", "foreign", "unparsed"):

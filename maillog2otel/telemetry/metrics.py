@@ -126,7 +126,8 @@ class Aggregator:
             s = self.series[key] = Series(ts, counts=[0] * (len(bounds) + 1) if bounds else [])
         return s
 
-    def add(self, host: str, mta: str, metric: str, ts: int, value: float = 1, attr: str | None = None) -> None:
+    def add(self, host: str, mta: str, metric: str, ts: int, value: float = 1,
+            attr: str | None = None) -> None:
         self.sources.add((host, mta))
         self._series((host, mta, metric, attr), ts).value += value
 

@@ -29,7 +29,8 @@ _NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 DEFAULT_CLASSES: tuple[tuple[str, str], ...] = (
     ("relay_denied", r"Relay access denied|relaying denied|relay not permitted|not permitted to relay"),
     ("unknown_recipient", r"User unknown|unknown user|No such user|Recipient address rejected: undeliverable|"
-                          r"Unrouteable address|mailbox unavailable|does not exist|no mailbox|Invalid recipient"),
+                          r"Unrouteable address|mailbox unavailable|does not exist|no mailbox|"
+                          r"Invalid recipient"),
     ("sender_rejected", r"Sender address rejected|sender verify failed|Sender verification|"
                         r"Domain of sender address|Unrouteable sender"),
     ("blocklisted", r"blocked using|listed (?:at|in|by|on)\b|\bRBL\b|DNSBL|Spamhaus|blacklist|blocklist"),

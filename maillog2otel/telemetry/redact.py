@@ -51,7 +51,8 @@ _LOCAL = r"""(?:"[^"\r\n]{0,64}"|[\w!#$%&'*+/=?^`{|}~-]+(?:\.[\w!#$%&'*+/=?^`{|}
 _DOMAIN = r"(?:\[[^\]\s]{1,64}\]|[\w-]+(?:\.[\w-]+)*)"
 ADDRESS = re.compile(rf"(?<![\w!#$%&'*+/=?^`{{|}}~.-]){_LOCAL}@(?P<domain>{_DOMAIN})")
 _IPV4 = r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]*\w)"
-_IPV6 = r"(?<![\w:])(?=[0-9A-Fa-f:.]*::|(?:[0-9A-Fa-f]{1,4}:){7})[0-9A-Fa-f:]{2,39}(?:\d{1,3}(?:\.\d{1,3}){3})?(?![\w:])"
+_IPV6 = (r"(?<![\w:])(?=[0-9A-Fa-f:.]*::|(?:[0-9A-Fa-f]{1,4}:){7})"
+         r"[0-9A-Fa-f:]{2,39}(?:\d{1,3}(?:\.\d{1,3}){3})?(?![\w:])")
 IP = re.compile(rf"{_IPV4}|{_IPV6}")
 # Client names and HELO arguments in log lines of the three MTAs
 _CLIENT_TEXT = re.compile(
@@ -169,25 +170,26 @@ class Redactor:
     def attrs(self, attrs: Mapping[str, Any], client_keys: frozenset[str] = frozenset(),
               client_values: list[str] | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for k, v in attrs.items():
-            if k in client_keys and self.clients != "none" and isinstance(v, str):
-                v = self.client(v)
+        for k, raw in attrs.items():
+            v: Any = raw
+            if k in client_keys and self.clients != "none" and isinstance(raw, str):
+                v = self.client(raw)
                 if v is None:
                     continue
-            elif k in ADDRESS_KEYS and isinstance(v, str):
-                v = self.address(v)
+            elif k in ADDRESS_KEYS and isinstance(raw, str):
+                v = self.address(raw)
                 if v is None:
                     continue
-            elif isinstance(v, str):
-                if self.mode == "drop" and "@" in v and ADDRESS.fullmatch(v.strip("<>")):
+            elif isinstance(raw, str):
+                if self.mode == "drop" and "@" in raw and ADDRESS.fullmatch(raw.strip("<>")):
                     continue  # an attribute that is nothing but an address (a message ID)
-                v = self.text(v)
+                v = self.text(raw)
                 if client_values:
                     for cv in client_values:
                         if cv in v:
                             v = v.replace(cv, self._client_sub(cv))
-            elif isinstance(v, (list, tuple)):
-                v = [self.text(x) if isinstance(x, str) else x for x in v]
+            elif isinstance(raw, (list, tuple)):
+                v = [self.text(x) if isinstance(x, str) else x for x in raw]
             out[k] = v
         return out
 
@@ -196,7 +198,8 @@ class Redactor:
         values: list[str] = []
         if self.clients != "none":
             values = [v for k in client_keys if isinstance(v := s.attrs.get(k), str) and len(v) > 2]
-            values += [v for e in s.events if isinstance(v := e.attrs.get("smtp.helo_host"), str) and len(v) > 2]
+            values += [v for e in s.events
+                       if isinstance(v := e.attrs.get("smtp.helo_host"), str) and len(v) > 2]
             values = sorted(set(values), key=len, reverse=True)  # longest first: a name before its part
         ev_keys = EVENT_CLIENT_KEYS if client_keys else frozenset()
         return replace(

@@ -179,7 +179,8 @@ def _span_state(s: SpanData) -> dict:
     return {"n": s.name, "k": s.kind, "t": s.trace_id.hex(), "s": s.span_id.hex(),
             "p": s.parent_span_id.hex() if s.parent_span_id else None, "b": s.start_ns, "e": s.end_ns,
             "a": s.attrs, "ev": [[e.name, e.ts_ns, e.attrs] for e in s.events], "err": s.status_error,
-            "r": list(s.resource), "l": [[t.hex(), sp.hex(), a] for t, sp, a in s.links], "pp": s.parent_pending}
+            "r": list(s.resource), "l": [[t.hex(), sp.hex(), a] for t, sp, a in s.links],
+            "pp": s.parent_pending}
 
 
 def _span_from(d: dict) -> SpanData:
@@ -200,7 +201,8 @@ def save_state(st: Stitcher) -> dict:
             "next_hop": [[q, ts, t.hex(), s.hex()] for q, (ts, t, s) in st.next_hop.items()],
             "sent": [[q, ts, t.hex(), s.hex()] for q, (ts, t, s) in st.sent.items()],
             "remap": [[o.hex(), ts, n.hex()] for o, (ts, n) in st.remap.items()],
-            "children": [[p.hex(), [[ts, _span_state(c)] for ts, c in waiting]] for p, waiting in st.children.items()]}
+            "children": [[p.hex(), [[ts, _span_state(c)] for ts, c in waiting]]
+                         for p, waiting in st.children.items()]}
 
 
 def load_state(st: Stitcher, state: dict) -> None:
