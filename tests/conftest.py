@@ -46,7 +46,8 @@ class Received:
 
     def spans(self) -> list:
         with self.lock:
-            return [s for req in self.traces for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
+            return [s for req in self.traces for rs in req.resource_spans for ss in rs.scope_spans
+                    for s in ss.spans]
 
     def resource_spans(self) -> list:
         with self.lock:
@@ -94,7 +95,7 @@ class OtlpHttpReceiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:  # http.server's name
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 receiver.requests += 1
                 if receiver.fail_next > 0 or time.monotonic() < receiver.fail_until:
@@ -159,20 +160,20 @@ class OtlpGrpcReceiver:
         received = self.received
 
         class Traces(trace_service_pb2_grpc.TraceServiceServicer):
-            def Export(self, request, context):  # noqa: N802, ANN001, ANN201 - gRPC's names
+            def Export(self, request, context):  # gRPC's names
                 with received.lock:
                     received.traces.append(request)
                     received.headers.append(dict(context.invocation_metadata()))
                 return ExportTraceServiceResponse()
 
         class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
-            def Export(self, request, context):  # noqa: N802, ANN001, ANN201
+            def Export(self, request, context):
                 with received.lock:
                     received.metrics.append(request)
                 return ExportMetricsServiceResponse()
 
         class Logs(logs_service_pb2_grpc.LogsServiceServicer):
-            def Export(self, request, context):  # noqa: N802, ANN001, ANN201
+            def Export(self, request, context):
                 with received.lock:
                     received.logs.append(request)
                 return ExportLogsServiceResponse()

@@ -20,9 +20,10 @@ def _hops(message: dict) -> list[dict]:
     return [h for h in message["hops"] if h["mta"] in LOGS]
 
 
-def _connection_of(result, mta: str, queue_id: str):  # noqa: ANN001, ANN202
+def _connection_of(result, mta: str, queue_id: str):
     for span in result.connections():
-        if span.resource[1] == mta and any(e.name == "smtp.queue_ok" and e.attrs.get("smtp.queue_id") == queue_id
+        if span.resource[1] == mta and any(e.name == "smtp.queue_ok"
+                                           and e.attrs.get("smtp.queue_id") == queue_id
                                            for e in span.events):
             return span
     raise AssertionError(f"no {mta} connection queued {queue_id}")
@@ -36,7 +37,7 @@ def test_every_relayed_message_is_one_trace(order: tuple[str, ...]) -> None:
         hops = _hops(message)
         conns = [_connection_of(result, h["mta"], h["queue_id"]) for h in hops]
         assert len({c.trace_id for c in conns}) == 1, message["name"]
-        for upstream, conn in zip(conns, conns[1:]):  # each hop's connection is a child of a delivery
+        for upstream, conn in itertools.pairwise(conns):  # each hop's connection is a child of a delivery
             parent = spans[conn.parent_span_id]
             assert parent.name == "smtp.delivery" and parent.parent_span_id == upstream.span_id
         for d in result.deliveries():  # every delivery of those messages is in the same trace
@@ -47,7 +48,7 @@ def test_every_relayed_message_is_one_trace(order: tuple[str, ...]) -> None:
 def test_the_same_ids_in_any_order() -> None:
     runs = [run_pipeline([str(LOGS[m]) for m in order], timezone="UTC", hostname="hop")
             for order in (("postfix", "exim", "haraka"), ("haraka", "exim", "postfix"))]
-    assert [sorted((s.trace_id, s.span_id, s.parent_span_id) for s in r.spans) for r in runs][0] == \
+    assert sorted((s.trace_id, s.span_id, s.parent_span_id) for s in runs[0].spans) == \
         sorted((s.trace_id, s.span_id, s.parent_span_id) for s in runs[1].spans)
 
 
@@ -55,7 +56,7 @@ def test_each_hop_alone_carries_the_join_attributes() -> None:
     alone = {mta: run_pipeline([str(path)], timezone="UTC", hostname="hop") for mta, path in LOGS.items()}
     for message in TRUTH["messages"]:
         hops = _hops(message)
-        for upstream, downstream in zip(hops, hops[1:]):
+        for upstream, downstream in itertools.pairwise(hops):
             names = {d.attrs.get("smtp.next_hop.queue_id") for d in alone[upstream["mta"]].deliveries()
                      if d.attrs.get("smtp.queue_id") == upstream["queue_id"]}
             assert downstream["queue_id"] in names, (message["name"], upstream["mta"])

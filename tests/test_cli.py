@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXTURES, clean_env, run_cli
 
 LOG = FIXTURES / "postfix" / "port-logging.log"
@@ -65,8 +64,8 @@ def test_unreadable_file_is_a_clear_error() -> None:
     import subprocess
 
     proc = subprocess.run([sys.executable, "-m", "maillog2otel", "backfill", str(log)], env=env,
-                          capture_output=True, timeout=60, check=False, user=nobody.pw_uid, group=nobody.pw_gid,
-                          cwd="/tmp")
+                          capture_output=True, timeout=60, check=False, user=nobody.pw_uid,
+                          group=nobody.pw_gid, cwd="/tmp")
     assert proc.returncode == 1, proc.stderr.decode()
     assert "permission denied" in proc.stderr.decode()
 
@@ -99,8 +98,8 @@ def test_corrupt_gzip_is_reported_and_the_rest_is_read(tmp_path: Path) -> None:
 
 
 def test_check_reports_coverage_and_strict(tmp_path: Path) -> None:
-    (tmp_path / "x.log").write_bytes(LOG.read_bytes() + b"Nov 22 03:00:00 mx postfix/smtpd[9]: frobnicated 42 "
-                                     b"widgets for <a@b.example>\n")
+    (tmp_path / "x.log").write_bytes(LOG.read_bytes() + b"Nov 22 03:00:00 mx postfix/smtpd[9]: "
+                                     b"frobnicated 42 widgets for <a@b.example>\n")
     proc = run_cli("check", "--timezone", "UTC", str(tmp_path / "x.log"))
     out = proc.stdout.decode()
     assert proc.returncode == 0

@@ -43,13 +43,15 @@ def test_exporter_variables_and_sdk_disabled() -> None:
 
 
 def test_grpc_protocol_per_signal() -> None:
-    s = build_settings(env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"})
+    s = build_settings(env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317",
+                            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"})
     assert (s.traces.protocol, s.traces.endpoint) == ("grpc", "http://c:4317")
     assert s.metrics.protocol == "http/protobuf"
 
 
 def test_headers_per_signal_replace_generic() -> None:
-    s = build_settings(env={"OTEL_EXPORTER_OTLP_HEADERS": "a=k3y,b=2", "OTEL_EXPORTER_OTLP_METRICS_HEADERS": "c=3"})
+    s = build_settings(env={"OTEL_EXPORTER_OTLP_HEADERS": "a=k3y,b=2",
+                            "OTEL_EXPORTER_OTLP_METRICS_HEADERS": "c=3"})
     assert dict(s.traces.headers) == {"a": "k3y", "b": "2"} and dict(s.metrics.headers) == {"c": "3"}
     assert "k3y" not in repr(s.traces) and "hidden" in repr(s.traces)  # API keys never printed
 
@@ -65,7 +67,8 @@ def test_env_beats_ini_and_cli_beats_env(tmp_path: Path) -> None:
     assert s.service_name == "from-ini" and dict(s.resource_attributes) == {"a": "ini", "b": "env"}
     s = build_settings(env={"OTEL_SERVICE_NAME": "from-env"}, config_path=str(ini))
     assert s.service_name == "from-env"
-    assert build_settings(env={"OTEL_SERVICE_NAME": "e"}, config_path=str(ini), service_name="cli").service_name == "cli"
+    s = build_settings(env={"OTEL_SERVICE_NAME": "e"}, config_path=str(ini), service_name="cli")
+    assert s.service_name == "cli"
 
 
 def test_ini_switches(tmp_path: Path) -> None:

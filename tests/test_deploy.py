@@ -33,8 +33,9 @@ def test_unit_has_state_directory_restart_adm_and_read_only_hardening() -> None:
 def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
     unit = tmp_path / "maillog2otel.service"
     unit.write_text(UNIT.read_text().replace("/usr/local/bin/maillog2otel", "/bin/true"))
-    proc = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60,
-                          check=False, env={"SYSTEMD_LOG_LEVEL": "warning", "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True,
+                          timeout=60, check=False,
+                          env={"SYSTEMD_LOG_LEVEL": "warning", "PATH": "/usr/bin:/bin"})
     problems = [line for line in proc.stderr.splitlines() if "maillog2otel.service" in line]
     assert proc.returncode == 0 and not problems, proc.stderr
 

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXTURES, OtlpGrpcReceiver, OtlpHttpReceiver, clean_env, run_cli
 
 LOG = FIXTURES / "postfix" / "port-logging.log"
@@ -21,14 +20,14 @@ def backfill(receiver: OtlpHttpReceiver | OtlpGrpcReceiver, *args: str, **env: s
     return proc.stderr.decode()
 
 
-def span_attrs(span) -> dict:  # noqa: ANN001 - an opentelemetry-proto Span
+def span_attrs(span) -> dict:  # an opentelemetry-proto Span
     out = {}
     for kv in span.attributes:
         out[kv.key] = getattr(kv.value, kv.value.WhichOneof("value"))
     return out
 
 
-def check_export(received) -> None:  # noqa: ANN001
+def check_export(received) -> None:
     spans = received.spans()
     conns = [s for s in spans if s.name == "smtp.connection"]
     deliveries = [s for s in spans if s.name == "smtp.delivery"]
@@ -81,7 +80,8 @@ def test_gzip_and_headers(otlp_http: OtlpHttpReceiver) -> None:
     err = backfill(otlp_http, OTEL_EXPORTER_OTLP_COMPRESSION="gzip",
                    OTEL_EXPORTER_OTLP_HEADERS="x-api-key=s3cr3t%20value,X-Tenant=a")
     check_export(otlp_http.received)
-    assert all(h.get("x-api-key") == "s3cr3t value" and h.get("x-tenant") == "a" for h in otlp_http.received.headers)
+    assert all(h.get("x-api-key") == "s3cr3t value" and h.get("x-tenant") == "a"
+               for h in otlp_http.received.headers)
     assert all(h.get("content-encoding") == "gzip" for h in otlp_http.received.headers)
     assert "s3cr3t" not in err
 

@@ -10,7 +10,8 @@ from maillog2otel.framing import Framer, LocalClock, YearGuess
 
 
 def framer(year: int = 2026, ref_month: int = 12, zone: str = "UTC") -> Framer:
-    return Framer(stream=0, clock=LocalClock(zone), year=YearGuess(year, ref_month=ref_month), default_host="me")
+    return Framer(stream=0, clock=LocalClock(zone), year=YearGuess(year, ref_month=ref_month),
+                  default_host="me")
 
 
 def utc_ns(*parts: int, frac_ns: int = 0) -> int:
@@ -28,7 +29,8 @@ class TestSyslog:
     def test_maillog_file_zero_padded_day(self) -> None:
         """Postfix's own maillog_file and journalctl short pad with a zero."""
         rec = framer().frame("Nov 02 01:02:03 mx postfix/qmgr[9]: ABC123: removed", 0)
-        assert rec is not None and rec.ts_ns == utc_ns(2026, 11, 2, 1, 2, 3) and rec.message == "ABC123: removed"
+        assert rec is not None
+        assert rec.ts_ns == utc_ns(2026, 11, 2, 1, 2, 3) and rec.message == "ABC123: removed"
 
     def test_short_precise_fraction(self) -> None:
         rec = framer().frame("Nov 22 01:52:30.333725 vm postfix/submission/smtpd[11424]: x", 0)
@@ -129,11 +131,13 @@ class TestNative:
         f = framer()
         f.frame("2026-11-22T01:53:59.097Z [NOTICE] [-] [core] x", 0)
         rec = f.frame("[NOTICE] [-] [core] y", 0)
-        assert rec is not None and rec.ts_inferred and rec.ts_ns == utc_ns(2026, 11, 22, 1, 53, 59, frac_ns=97000000)
+        assert rec is not None and rec.ts_inferred
+        assert rec.ts_ns == utc_ns(2026, 11, 22, 1, 53, 59, frac_ns=97000000)
 
     def test_haraka_tai64nlocal(self) -> None:
         rec = framer().frame("2026-07-23 20:55:28.029305500  [NOTICE] [X.1.1] [outbound]  delivered", 0)
-        assert rec is not None and rec.mta == "haraka" and rec.message == "[NOTICE] [X.1.1] [outbound]  delivered"
+        assert rec is not None and rec.mta == "haraka"
+        assert rec.message == "[NOTICE] [X.1.1] [outbound]  delivered"
 
 
 class TestJournalJson:
@@ -147,7 +151,7 @@ class TestJournalJson:
 
     def test_message_as_byte_array(self) -> None:
         """Non-UTF-8 MESSAGE comes as a list of byte values."""
-        data = list("Subject: caf".encode()) + [0xE9]
+        data = [*b"Subject: caf", 0xE9]
         rec = framer().frame('{"__REALTIME_TIMESTAMP":"1700000000000000","MESSAGE":' + str(data) +
                              ',"SYSLOG_IDENTIFIER":"postfix/cleanup"}', 0)
         assert rec is not None and rec.message == "Subject: caf\ufffd"
@@ -162,10 +166,27 @@ def test_stamp_cache_changes_nothing() -> None:
     from pathlib import Path
 
     fixtures = Path(__file__).resolve().parent.parent / "fixtures"
-    lines = [line for p in sorted(fixtures.rglob("*.log")) for line in p.read_text(errors="replace").splitlines()]
+    lines = [line for p in sorted(fixtures.rglob("*.log"))
+             for line in p.read_text(errors="replace").splitlines()]
     lines += ["Nov 22 02:59:16 mx postfix/smtpd[1]: a", "Nov 22 02:59:16 mx2 postfix/smtpd: b",
-              "Nov 22 02:59:16 <mail.info> mx postfix/smtpd[1]: c", "Nov 22 02:59:16  weird", "Nov 22 02:59:16"]
+              "Nov 22 02:59:16 <mail.info> mx postfix/smtpd[1]: c", "Nov 22 02:59:16  weird",
+              "Nov 22 02:59:16"]
+    # the same lines with RFC 3339 stamps (rsyslog on Debian 12), fractions and zones varying
+    # within a second, and Haraka records (which look like syslog after a stamp) in the same second
+    iso = []
+    for i, line in enumerate(lines):
+        if line[:3] in ("Nov", "Dec") and line[15:16] == " ":
+            head = f"2026-11-{int(line[4:6]):02d}T{line[7:15]}"
+            frac = ("", ".5", f".{i % 1000:03d}", f",{i:06d}")[i % 4]
+            zone = ("", "Z", "+01:00", "-0500", "Z")[i % 5]
+            iso.append(f"{head}{frac}{zone}{line[15:]}")
+            if i % 7 == 0:
+                iso += [f"{head}.1Z log format: DEFAULT", f"{head}.123Z [NOTICE] [-] [core] a: b",
+                        f'{head}.2Z {{"level":"INFO","message":"bouncing mail: x"}}',
+                        f"{head}.3Z level=INFO uuid=- x: y", f"{head}.4Z Starting up Haraka version 3",
+                        f"{head}.5  [NOTICE] [-] [core] a: b"]
+    assert len(iso) > 500
     cached, plain = framer(), framer()
-    for line in lines:
-        plain._bsd_head = ""  # noqa: SLF001 - the shortcut off
+    for line in lines + iso:
+        plain._bsd_head = plain._iso_head = ""  # the shortcuts off
         assert cached.frame(line, 0) == plain.frame(line, 0), line

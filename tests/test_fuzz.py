@@ -44,7 +44,8 @@ def _fixture_lines() -> dict[str, list[str]]:
 
 FIXTURE_LINES = _fixture_lines()
 ALL_LINES = [line for lines in FIXTURE_LINES.values() for line in lines]
-_ENVELOPE = re.compile(r"^(?:\S+ +\d+ [\d:]+ \S+ \S+?: |\d{4}-\d\d-\d\d[T ][\d:.]+(?:Z|[+-]\d\d:?\d\d)? (?:\S+ \S+?: )?)")
+_ENVELOPE = re.compile(r"^(?:\S+ +\d+ [\d:]+ \S+ \S+?: "
+                       r"|\d{4}-\d\d-\d\d[T ][\d:.]+(?:Z|[+-]\d\d:?\d\d)? (?:\S+ \S+?: )?)")
 BODIES = [_ENVELOPE.sub("", line, count=1) for line in ALL_LINES]
 ENVELOPES = [
     "Nov 22 02:59:17 mx postfix/smtpd[9180]: ", "Dec 31 23:59:59 mx postfix/qmgr[2]: ",
@@ -103,7 +104,8 @@ def mutate(text: str, rnd: random.Random) -> str:
         return text[: rnd.randrange(len(text))]  # truncated
     if kind == 1:
         i = rnd.randrange(len(text) + 1)
-        return text[:i] + rnd.choice(["\x00", "\ufffd", "<", ">", "[", "]", "=", ":", " ", "\t", "@", "\\"]) + text[i:]
+        junk = rnd.choice(["\x00", "\ufffd", "<", ">", "[", "]", "=", ":", " ", "\t", "@", "\\"])
+        return text[:i] + junk + text[i:]
     if kind == 2:
         return text.replace(" ", "  ", 1)
     if kind == 3:
@@ -120,14 +122,16 @@ lines_strategy = st.lists(
         st.binary(max_size=200).map(lambda b: b.decode("utf-8", "replace")),
         st.tuples(st.sampled_from(ENVELOPES), st.sampled_from(BODIES), st.randoms(use_true_random=False))
         .map(lambda t: t[0] + mutate(t[1], t[2])),
-        st.tuples(st.sampled_from(ALL_LINES), st.randoms(use_true_random=False)).map(lambda t: mutate(t[0], t[1])),
+        st.tuples(st.sampled_from(ALL_LINES), st.randoms(use_true_random=False))
+        .map(lambda t: mutate(t[0], t[1])),
         st.tuples(st.sampled_from(ENVELOPES), st.text(max_size=120)).map("".join),
     ),
     max_size=60,
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(lines_strategy, st.sampled_from(["auto", "postfix", "exim", "haraka"]))
 def test_no_exception_and_every_line_counted(texts: list[str], mta: str) -> None:
     feed(texts, mta)
@@ -204,11 +208,12 @@ def test_state_stays_bounded() -> None:
     for i in range(3000):
         texts.append(f"Nov 22 02:{i // 60 % 60:02d}:{i % 60:02d} mx postfix/smtpd[{10000 + i}]: connect from "
                      f"unknown[10.0.{i // 256 % 256}.{i % 256}]:{1024 + i}")
-        texts.append(f"Nov 22 02:{i // 60 % 60:02d}:{i % 60:02d} mx postfix/smtpd[{10000 + i}]: {0xA00000 + i:X}: "
-                     f"client=unknown[10.0.0.1]:{1024 + i}")
+        texts.append(f"Nov 22 02:{i // 60 % 60:02d}:{i % 60:02d} mx postfix/smtpd[{10000 + i}]: "
+                     f"{0xA00000 + i:X}: client=unknown[10.0.0.1]:{1024 + i}")
         texts.append(f"Nov 22 02:{i // 60 % 60:02d}:{i % 60:02d} mx postfix/qmgr[2]: {0xB00000 + i:X}: "
                      "from=<a@b.test>, size=100, nrcpt=1 (queue active)")  # messages that never leave
-        texts.append(f"Nov 22 02:{i // 60 % 60:02d}:{i % 60:02d} mx postfix/prog{i}[1]: shape {i} " + "x " * (i % 97))
+        texts.append(f"Nov 22 02:{i // 60 % 60:02d}:{i % 60:02d} mx postfix/prog{i}[1]: shape {i} "
+                     + "x " * (i % 97))
     p, framer = new_pipeline(correlate=CorrelateSettings(max_sessions=cap, max_messages=cap))
     p.collect_shapes = True
     for i, text in enumerate(texts):
@@ -239,7 +244,8 @@ GARBAGE = textwrap.dedent("""
     words = ["connect", "from", "unknown[10.0.0.1]:25", "to=<a@b>", "status=sent", "NOQUEUE:", "reject:",
              "ABCDEF1234:", "removed", "\\x00", "\\ufffd", "<", ">", "=", "[", "]", "client=", "disconnect"]
     envs = ["Nov 22 02:59:17 mx postfix/smtpd[{{}}]: ", "Nov 22 02:59:17 mx postfix/qmgr[{{}}]: ",
-            "2026-11-22 02:59:17 ", "2026-11-22T02:59:17.123Z [INFO] [-] [core] ", "Nov 22 02:59:17 mx cron[{{}}]: ", ""]
+            "2026-11-22 02:59:17 ", "2026-11-22T02:59:17.123Z [INFO] [-] [core] ",
+            "Nov 22 02:59:17 mx cron[{{}}]: ", ""]
     t0 = time.monotonic()
     pool = [" ".join(rnd.choice(words) for _ in range(i % 13)) for i in range(4999)]  # 4999: prime
     with open(path, "w", encoding="utf-8", errors="surrogateescape") as fh:
@@ -280,9 +286,9 @@ def test_a_fifo_and_process_substitution_are_read(tmp_path: Path) -> None:
     writer.join(10)
     assert proc.returncode == 0, proc.stderr.decode()
     assert "107 read: 107 parsed" in proc.stderr.decode()
-    proc = subprocess.run(["bash", "-c", f"{sys.executable} -m maillog2otel backfill --timezone UTC --exporter none "
-                           f"<(gzip -c {log})"], capture_output=True, timeout=60, check=False, env=clean_env(),
-                          cwd=ROOT)
+    proc = subprocess.run(["bash", "-c", f"{sys.executable} -m maillog2otel backfill --timezone UTC "
+                           f"--exporter none <(gzip -c {log})"], capture_output=True, timeout=60, check=False,
+                          env=clean_env(), cwd=ROOT)
     assert proc.returncode == 0 and b"107 read: 107 parsed" in proc.stderr, proc.stderr
 
 
@@ -325,8 +331,9 @@ def test_atheris_over_framing_and_grammars(tmp_path: Path) -> None:
     corpus.mkdir()
     for i, line in enumerate(ALL_LINES[::25]):
         (corpus / f"seed{i}").write_text(line)
-    proc = subprocess.run([sys.executable, str(harness), "-runs=400", "-max_len=1024", "-timeout=20", str(corpus)],
-                          capture_output=True, timeout=240, check=False, cwd=tmp_path, env=clean_env())
+    proc = subprocess.run([sys.executable, str(harness), "-runs=400", "-max_len=1024", "-timeout=20",
+                           str(corpus)], capture_output=True, timeout=240, check=False, cwd=tmp_path,
+                          env=clean_env())
     tail = proc.stderr.decode(errors="replace")[-3000:]
     assert proc.returncode == 0, tail
     assert re.search(r"Done \d+ runs", tail), tail

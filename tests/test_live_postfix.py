@@ -10,16 +10,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_postfix_correlate import check_connections, check_outcomes, check_pflogsumm
 
 from maillog2otel.testing import run_pipeline
-from test_postfix_correlate import check_connections, check_outcomes, check_pflogsumm
 
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = [pytest.mark.mta, pytest.mark.slow]
 
 
-@pytest.mark.skipif(shutil.which("postfix", path="/usr/sbin:/usr/bin") is None or shutil.which("pflogsumm") is None,
+@pytest.mark.skipif(shutil.which("postfix", path="/usr/sbin:/usr/bin") is None
+                    or shutil.which("pflogsumm") is None,
                     reason="Postfix is not installed (fixtures/postfix/install.sh installs it)")
 def test_fresh_postfix_run_matches_its_clients(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "fixtures/postfix/record.py"), "--only", "port-logging",

@@ -82,10 +82,11 @@ def test_every_line_of_a_connection_carries_its_span(otlp_http: OtlpHttpReceiver
 
 def test_logs_over_grpc_and_severity(otlp_grpc: OtlpGrpcReceiver, tmp_path: Path) -> None:
     log = tmp_path / "mail.log"
-    log.write_text(LOG.read_text() + "Nov 22 03:00:01 mx postfix/smtpd[9]: warning: hostname x.example does not "
-                   "resolve to address 192.0.2.1\n")
+    log.write_text(LOG.read_text() + "Nov 22 03:00:01 mx postfix/smtpd[9]: warning: hostname x.example "
+                   "does not resolve to address 192.0.2.1\n")
     env = clean_env(OTEL_EXPORTER_OTLP_PROTOCOL="grpc")
-    proc = run_cli("backfill", "--timezone", "UTC", "--logs", "--endpoint", otlp_grpc.endpoint, str(log), env=env)
+    proc = run_cli("backfill", "--timezone", "UTC", "--logs", "--endpoint", otlp_grpc.endpoint, str(log),
+                   env=env)
     assert proc.returncode == 0, proc.stderr.decode()
     records = otlp_grpc.received.log_records()
     assert len(records) == 108
@@ -96,7 +97,8 @@ def test_logs_over_grpc_and_severity(otlp_grpc: OtlpGrpcReceiver, tmp_path: Path
 
 def test_off_by_default_and_retried_like_spans(otlp_http: OtlpHttpReceiver) -> None:
     proc = run_cli("backfill", "--timezone", "UTC", "--endpoint", otlp_http.endpoint, str(LOG))
-    assert proc.returncode == 0 and otlp_http.received.logs == [] and "log records" not in proc.stderr.decode()
+    assert proc.returncode == 0 and otlp_http.received.logs == []
+    assert "log records" not in proc.stderr.decode()
     otlp_http.received.traces.clear()
     otlp_http.fail_next = 2  # the collector is down for the first two requests
     proc = run_cli("backfill", "--timezone", "UTC", "--logs", "--endpoint", otlp_http.endpoint, str(LOG))

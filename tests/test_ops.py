@@ -20,12 +20,14 @@ from maillog2otel.testing import run_pipeline
 LOG = FIXTURES / "postfix" / "port-logging.log"
 
 
-def test_tail_serves_health_and_metrics_and_sends_log_records(tmp_path: Path, otlp_http: OtlpHttpReceiver) -> None:
+def test_tail_serves_health_and_metrics_and_sends_log_records(tmp_path: Path,
+                                                              otlp_http: OtlpHttpReceiver) -> None:
     port = _free_port()
     log = tmp_path / "mail.log"
     log.write_bytes(LOG.read_bytes())
-    proc = subprocess.Popen([sys.executable, "-m", "maillog2otel", "tail", "--timezone", "UTC", "--from-beginning",
-                             "--state", str(tmp_path / "state.json"), "--endpoint", otlp_http.endpoint, "--logs",
+    proc = subprocess.Popen([sys.executable, "-m", "maillog2otel", "tail", "--timezone", "UTC",
+                             "--from-beginning", "--state", str(tmp_path / "state.json"),
+                             "--endpoint", otlp_http.endpoint, "--logs",
                              "--prometheus", f"127.0.0.1:{port}", str(log)],
                             env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -39,7 +41,7 @@ def test_tail_serves_health_and_metrics_and_sends_log_records(tmp_path: Path, ot
         # the log records leave 5 s of log time after their line, or at the end
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err.decode()
     assert len(otlp_http.received.log_records()) == 107 and b"107 log records exported" in err
     assert _get(f"http://127.0.0.1:{port}/live")[0] == 0  # the server stopped with the run
@@ -55,9 +57,10 @@ def test_check_prints_per_mta_counts_foreign_programs_and_open_sessions(tmp_path
     assert "dovecot" in out and "1 lines of another program" in out
     row = next(line for line in out.splitlines() if line.startswith("postfix ") and "connections" not in line
                and len(line.split()) == 10)
-    connections, queued, deliveries, delivered, deferred, bounced, rejected, open_s, _ = row.split()[1:]
+    connections, queued, _deliveries, delivered, _deferred, _bounced, rejected, open_s, _ = row.split()[1:]
     expected = run_pipeline([str(LOG)], timezone="UTC")
-    assert int(connections) == 15 and int(queued) == expected.metric_total("postfix.messages", {"smtp.result": "queued"})
+    assert int(connections) == 15
+    assert int(queued) == expected.metric_total("postfix.messages", {"smtp.result": "queued"})
     assert int(delivered) == expected.metric_total("postfix.messages", {"smtp.result": "delivered"})
     assert int(rejected) == 4 and int(open_s) == 1
     assert "left open at the end (postfix): 1 sessions" in out
@@ -68,7 +71,8 @@ def test_reject_classes_default_user_and_bounded() -> None:
     assert classify("<x@relay.test>: Relay access denied") == "relay_denied"
     assert classify("<nosuchuser@local.test>: Recipient address rejected: User unknown in local recipient "
                     "table") == "unknown_recipient"
-    assert classify("Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org") == "blocklisted"
+    assert classify("Service unavailable; Client host [192.0.2.1] blocked using "
+                    "zen.spamhaus.org") == "blocklisted"
     assert classify("something nobody wrote a pattern for") == "other" and classify(None) == "unknown"
     user = Classifier(compile_classes([("greylisted", "greylist"), ("relay_denied", "never matches")], True))
     assert user("451 Greylisted, try later") == "greylisted"  # the file's classes come first
@@ -91,7 +95,8 @@ def test_reject_classes_from_the_ini_file(tmp_path: Path) -> None:
     assert total == 4  # the same rejections as without classes, split
     plain = run_pipeline([str(LOG)], timezone="UTC")
     assert plain.metric_total("postfix.messages", {"smtp.result": "rejected"}) == 4  # off by default
-    for bad, message in (("[reasons]\nBad-Name = x\n", "class names"), ("[reasons]\nok = (\n", "regular expression")):
+    for bad, message in (("[reasons]\nBad-Name = x\n", "class names"),
+                         ("[reasons]\nok = (\n", "regular expression")):
         (tmp_path / "bad.ini").write_text(bad)
         with pytest.raises(ConfigError, match=message):
             build_settings(env={}, config_path=str(tmp_path / "bad.ini"))

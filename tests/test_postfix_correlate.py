@@ -18,7 +18,8 @@ NS = 1_000_000_000
 
 
 def load(name: str) -> tuple[Result, dict]:
-    return run_pipeline([str(FIX / f"{name}.log")], timezone="UTC"), json.loads((FIX / f"{name}.truth.json").read_text())
+    result = run_pipeline([str(FIX / f"{name}.log")], timezone="UTC")
+    return result, json.loads((FIX / f"{name}.truth.json").read_text())
 
 
 def pair(result: Result, truth: dict) -> list[tuple[dict, SpanData]]:
@@ -96,7 +97,8 @@ def check_outcomes(result: Result, truth: dict) -> None:
                 if conn is not None:
                     assert (d.trace_id, d.parent_span_id) == (conn.trace_id, conn.span_id)
                 elif parent_qid in by_qid:  # a bounce or delay notice: in its parent message's trace
-                    assert (d.trace_id, d.parent_span_id) == (by_qid[parent_qid].trace_id, by_qid[parent_qid].span_id)
+                    parent = by_qid[parent_qid]
+                    assert (d.trace_id, d.parent_span_id) == (parent.trace_id, parent.span_id)
                 else:  # local submission: a root span of the message's own trace
                     assert d.parent_span_id is None and d.trace_id == attempts[0].trace_id
             assert (attempts[-1].status_error is not None) == (o["result"] in ("bounced", "expired"))
@@ -105,7 +107,8 @@ def check_outcomes(result: Result, truth: dict) -> None:
 def test_non_delivery_notice_joins_its_parents_trace() -> None:
     result, _ = load("port-logging")
     bounced = next(d for d in result.deliveries() if d.attrs["smtp.result"] == "bounced")
-    notice = [d for d in result.deliveries() if d.attrs.get("smtp.parent_queue_id") == bounced.attrs["smtp.queue_id"]]
+    notice = [d for d in result.deliveries()
+              if d.attrs.get("smtp.parent_queue_id") == bounced.attrs["smtp.queue_id"]]
     assert notice and all(d.trace_id == bounced.trace_id for d in notice)
     assert notice[0].attrs["smtp.message.origin"] == "bounce" and notice[0].attrs["smtp.mail_from"] == ""
 
@@ -123,7 +126,8 @@ def test_long_queue_ids_correlate() -> None:
 
 
 def pflogsumm_totals(text: str) -> dict[str, int]:
-    grab = {k: int(re.search(rf"^\s*(\d+)\s+{k}", text, re.M)[1]) for k in ("delivered", "bounced", "rejected")}
+    grab = {k: int(re.search(rf"^\s*(\d+)\s+{k}", text, re.M)[1])
+            for k in ("delivered", "bounced", "rejected")}
     deferrals = re.search(r"deferred\s+\((\d+)\s+deferrals\)", text)
     grab["deferred"] = int(deferrals[1]) if deferrals else 0
     return grab
@@ -181,5 +185,7 @@ def test_rotation_order_and_straddling_mail(tmp_path: Path) -> None:
     (tmp_path / "mail.log.1").write_text("".join(thirds[1]))
     (tmp_path / "mail.log").write_text("".join(thirds[2]))
     whole = run_pipeline([str(FIX / "port-logging.log")], timezone="UTC")
-    split = run_pipeline([str(tmp_path / n) for n in ("mail.log", "mail.log.2.gz", "mail.log.1")], timezone="UTC")
-    assert [(s.span_id, s.end_ns, s.attrs) for s in split.spans] == [(s.span_id, s.end_ns, s.attrs) for s in whole.spans]
+    split = run_pipeline([str(tmp_path / n) for n in ("mail.log", "mail.log.2.gz", "mail.log.1")],
+                         timezone="UTC")
+    assert [(s.span_id, s.end_ns, s.attrs) for s in split.spans] == \
+        [(s.span_id, s.end_ns, s.attrs) for s in whole.spans]

@@ -89,13 +89,16 @@ def test_a_real_prometheus_scrapes_the_series(tmp_path: Path) -> None:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
         def query(q: str) -> list[dict[str, Any]]:
-            code, body = _get(f"http://127.0.0.1:{prom_port}/api/v1/query?" + urllib.parse.urlencode({"query": q}))
+            code, body = _get(f"http://127.0.0.1:{prom_port}/api/v1/query?"
+                              + urllib.parse.urlencode({"query": q}))
             return json.loads(body)["data"]["result"] if code == 200 else []
 
-        results = _wait(lambda: query('postfix_messages_total{job="maillog2otel"}'), 40, "Prometheus to scrape")
+        results = _wait(lambda: query('postfix_messages_total{job="maillog2otel"}'), 40,
+                        "Prometheus to scrape")
         got = {r["metric"]["smtp_result"]: float(r["value"][1]) for r in results}
         for result in ("queued", "delivered", "deferred", "bounced", "rejected"):
-            assert got.get(result, 0.0) == expected.metric_total("postfix.messages", {"smtp.result": result}), result
+            want = expected.metric_total("postfix.messages", {"smtp.result": result})
+            assert got.get(result, 0.0) == want, result
         assert all(r["metric"]["host_name"] == "mx" and r["metric"]["mta_name"] == "postfix" for r in results)
         (conn,) = query("postfix_connections_total")
         assert float(conn["value"][1]) == expected.metric_total("postfix.connections") == 14
@@ -115,7 +118,8 @@ def test_health_while_the_collector_fails_shows_no_secret(otlp_http: OtlpHttpRec
     otlp_http.fail_next = 10**6  # down for good
     port = _free_port()
     endpoint = otlp_http.endpoint.replace("http://", "http://carol:PASSWORD-7@") + "/?api_key=QUERYKEY-9"
-    env = clean_env(OTEL_EXPORTER_OTLP_HEADERS="x-api-key=SECRET-KEY-123,authorization=Bearer%20TOPSECRET-456")
+    env = clean_env(
+        OTEL_EXPORTER_OTLP_HEADERS="x-api-key=SECRET-KEY-123,authorization=Bearer%20TOPSECRET-456")
     proc = _serve(port, "--endpoint", endpoint, "--retry-for", "6", "--logs", env=env)
     bodies = []
     try:
@@ -148,7 +152,8 @@ def test_ready_and_health_when_all_is_well(tmp_path: Path) -> None:
     port = _free_port()
     proc = _serve(port, "--exporter", "none", "--quiet", "--linger", "30")
     try:
-        code, body = _wait(lambda: (r := _get(f"http://127.0.0.1:{port}/ready"))[0] == 200 and r, 30, "/ready")
+        _code, _body = _wait(lambda: (r := _get(f"http://127.0.0.1:{port}/ready"))[0] == 200 and r, 30,
+                             "/ready")
         doc = json.loads(_wait(lambda: (r := _get(f"http://127.0.0.1:{port}/health"))[0] == 200
                                and b'"read": 107' in r[1] and r[1], 30, "/health"))
         assert doc["status"] == "ok" and doc["mode"] == "backfill" and doc["sources"] == [str(LOG)]
@@ -162,7 +167,8 @@ def test_ready_and_health_when_all_is_well(tmp_path: Path) -> None:
 def test_exposition_format_names_and_reject_classes() -> None:
     assert metric_name("postfix.hook.total", "{call}", "sum") == "postfix_hook_total"
     assert metric_name("postfix.connections", "{connection}", "sum") == "postfix_connections_total"
-    assert metric_name("postfix.connection.duration", "ms", "histogram") == "postfix_connection_duration_milliseconds"
+    assert metric_name("postfix.connection.duration", "ms", "histogram") == \
+        "postfix_connection_duration_milliseconds"
     assert metric_name("postfix.message.size", "By", "histogram") == "postfix_message_size_bytes"
     assert parse_listen("127.0.0.1:9464") == ("127.0.0.1", 9464)
     assert parse_listen("[::1]:9464") == ("::1", 9464) and parse_listen(":9464") == ("0.0.0.0", 9464)

@@ -53,8 +53,8 @@ FIXTURE_SETS = _fixture_sets()
 
 
 def _run(logs: list[Path], receiver: OtlpHttpReceiver, **options: str) -> bytes:
-    settings = build_settings(env={"MAILLOG2OTEL_REDACT_KEY": KEY}, endpoint=receiver.endpoint, timezone="UTC",
-                              hostname="mx", quiet=True, logs=True, **options)
+    settings = build_settings(env={"MAILLOG2OTEL_REDACT_KEY": KEY}, endpoint=receiver.endpoint,
+                              timezone="UTC", hostname="mx", quiet=True, logs=True, **options)
     assert run_backfill([str(p) for p in logs], settings) == 0
     with receiver.received.lock:
         data = b"\n".join(receiver.received.raw)
@@ -89,8 +89,8 @@ def test_no_truth_address_leaks_in_any_mode(mta: str, stem: str, logs: list[Path
 
 def test_hash_is_keyed_stable_and_case_blind() -> None:
     a, b = Redactor("hash", key=b"k-one"), Redactor("hash", key=b"k-two")
-    assert a.address("bob@local.test") == a.address("Bob@Local.TEST") == Redactor("hash", key=b"k-one").address(
-        "bob@local.test")
+    assert a.address("bob@local.test") == a.address("Bob@Local.TEST") \
+        == Redactor("hash", key=b"k-one").address("bob@local.test")
     assert a.address("bob@local.test") != b.address("bob@local.test")
     assert re.fullmatch(r"h:[0-9a-f]{16}", a.address("bob@local.test"))
     assert a.address("<bob@local.test>") == f"<{a.address('bob@local.test')}>"
@@ -102,8 +102,8 @@ def test_hash_is_keyed_stable_and_case_blind() -> None:
 def test_domain_drop_and_free_text() -> None:
     text = ('554 5.7.1 <x@relay.test>: Relay access denied; from=<"j doe"@client.example> '
             "to=<x@[127.0.0.1]> id <20261122015126.4F9D195432@mx.test>")
-    assert Redactor("domain").text(text) == ("554 5.7.1 <*@relay.test>: Relay access denied; from=<*@client.example> "
-                                             "to=<*@[127.0.0.1]> id <*@mx.test>")
+    assert Redactor("domain").text(text) == ("554 5.7.1 <*@relay.test>: Relay access denied; "
+                                             "from=<*@client.example> to=<*@[127.0.0.1]> id <*@mx.test>")
     dropped = Redactor("drop").text(text)
     assert "@" not in dropped and dropped.count("[redacted]") == 4
     assert Redactor("domain").address("alice") == "*" and Redactor("drop").address("alice") is None
@@ -113,8 +113,9 @@ def test_domain_drop_and_free_text() -> None:
 def test_spans_events_and_clients() -> None:
     r = Redactor("drop", "hash", b"k")
     span = SpanData("smtp.connection", SERVER, b"t" * 16, b"s" * 8, None, 0, 1,
-                    {"client.address": "192.0.2.7", "net.peer.name": "host.example", "smtp.helo_host": "helo.example",
-                     "smtp.auth.user": "bob@local.test", "mta.name": "postfix"},
+                    {"client.address": "192.0.2.7", "net.peer.name": "host.example",
+                     "smtp.helo_host": "helo.example", "smtp.auth.user": "bob@local.test",
+                     "mta.name": "postfix"},
                     [SpanEvent("smtp.reject", 0, {"smtp.reject.reason": "<a@b.test>: Helo command rejected: "
                                                   "helo.example from host.example[192.0.2.7]",
                                                   "smtp.helo_host": "helo.example"}),
@@ -131,8 +132,9 @@ def test_spans_events_and_clients() -> None:
                  "smtp.rcpt_to": "x@y.test"}, [], "550 <x@y.test>: unknown", ("mx", "postfix"))
     out = r.span(d)
     assert out.attrs == {"net.peer.name": "relay.example"} and "x@y.test" not in out.status_error
-    line = ("NOQUEUE: reject: RCPT from unknown[127.0.0.2]:40312: 554 5.7.1 <x@relay.test>: Relay access denied; "
-            "from=<a@client.example> to=<x@relay.test> proto=ESMTP helo=<client.example>")
+    line = ("NOQUEUE: reject: RCPT from unknown[127.0.0.2]:40312: 554 5.7.1 <x@relay.test>: "
+            "Relay access denied; from=<a@client.example> to=<x@relay.test> proto=ESMTP "
+            "helo=<client.example>")
     out_line = Redactor("domain", "drop").log_line(line)
     assert "127.0.0.2" not in out_line and "helo=<client.example>" not in out_line and "40312" in out_line
 

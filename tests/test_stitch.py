@@ -15,8 +15,10 @@ Nov 22 10:00:00 mx1 postfix/smtpd[100]: connect from client.example[192.0.2.10]:
 Nov 22 10:00:00 mx1 postfix/smtpd[100]: 1A2B3C4D5E: client=client.example[192.0.2.10]:40000
 Nov 22 10:00:00 mx1 postfix/cleanup[101]: 1A2B3C4D5E: message-id=<m1@client.example>
 Nov 22 10:00:00 mx1 postfix/qmgr[50]: 1A2B3C4D5E: from=<a@client.example>, size=500, nrcpt=1 (queue active)
-Nov 22 10:00:00 mx1 postfix/smtpd[100]: disconnect from client.example[192.0.2.10]:40000 ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5
-Nov 22 10:00:01 mx1 postfix/smtp[102]: 1A2B3C4D5E: to=<b@far.example>, relay=mx2.example[192.0.2.2]:25, delay=1, delays=0.5/0/0.2/0.3, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as 9F8E7D6C5B)
+Nov 22 10:00:00 mx1 postfix/smtpd[100]: disconnect from client.example[192.0.2.10]:40000 ehlo=1 mail=1 \
+rcpt=1 data=1 quit=1 commands=5
+Nov 22 10:00:01 mx1 postfix/smtp[102]: 1A2B3C4D5E: to=<b@far.example>, relay=mx2.example[192.0.2.2]:25, \
+delay=1, delays=0.5/0/0.2/0.3, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as 9F8E7D6C5B)
 Nov 22 10:00:01 mx1 postfix/qmgr[50]: 1A2B3C4D5E: removed
 """
 MX2 = """\
@@ -24,8 +26,10 @@ Nov 22 10:00:01 mx2 postfix/smtpd[200]: connect from mx1.example[192.0.2.1]:5000
 Nov 22 10:00:01 mx2 postfix/smtpd[200]: 9F8E7D6C5B: client=mx1.example[192.0.2.1]:50000
 Nov 22 10:00:01 mx2 postfix/cleanup[201]: 9F8E7D6C5B: message-id=<m1@client.example>
 Nov 22 10:00:01 mx2 postfix/qmgr[60]: 9F8E7D6C5B: from=<a@client.example>, size=800, nrcpt=1 (queue active)
-Nov 22 10:00:01 mx2 postfix/local[202]: 9F8E7D6C5B: to=<b@far.example>, relay=local, delay=0.1, delays=0/0/0/0.1, dsn=2.0.0, status=sent (delivered to mailbox)
-Nov 22 10:00:02 mx2 postfix/smtpd[200]: disconnect from mx1.example[192.0.2.1]:50000 ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5
+Nov 22 10:00:01 mx2 postfix/local[202]: 9F8E7D6C5B: to=<b@far.example>, relay=local, delay=0.1, \
+delays=0/0/0/0.1, dsn=2.0.0, status=sent (delivered to mailbox)
+Nov 22 10:00:02 mx2 postfix/smtpd[200]: disconnect from mx1.example[192.0.2.1]:50000 ehlo=1 mail=1 \
+rcpt=1 data=1 quit=1 commands=5
 Nov 22 10:00:02 mx2 postfix/qmgr[60]: 9F8E7D6C5B: removed
 """
 
@@ -34,7 +38,7 @@ def _lines(text: str) -> list[str]:
     return text.splitlines(keepends=True)
 
 
-def _check(result) -> None:  # noqa: ANN001 - testing.Result
+def _check(result) -> None:  # testing.Result
     spans = {(s.resource[0], s.name): s for s in result.spans}
     c1, d1 = spans[("mx1", "smtp.connection")], spans[("mx1", "smtp.delivery")]
     c2, d2 = spans[("mx2", "smtp.connection")], spans[("mx2", "smtp.delivery")]
