@@ -100,6 +100,23 @@ def kv_commas(text: str) -> dict[str, str]:
     return out
 
 
+def memo(conv: Callable[[str], dict[str, str]], size: int = 4096) -> Callable[[str], dict[str, str]]:
+    """``conv`` with its results remembered, for fields that repeat across a log (Postfix's
+    disconnect counts: a few dozen distinct texts in a million lines). Each call gets its own copy,
+    so a consumer may change it; the memory is bounded (cleared when full)."""
+    seen: dict[str, dict[str, str]] = {}
+
+    def remembered(text: str) -> dict[str, str]:
+        got = seen.get(text)
+        if got is None:
+            if len(seen) >= size:
+                seen.clear()
+            got = seen[text] = conv(text)
+        return dict(got)
+
+    return remembered
+
+
 def as_int(text: str) -> int:
     return int(text)
 

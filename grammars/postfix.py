@@ -14,7 +14,9 @@ The message reaches these rules with its queue-ID prefix already split off by ``
 
 from __future__ import annotations
 
-from .common import Rule, alt, as_int, kv_commas, kv_spaces, lit, opt, rx, seq, smtp_reply
+import re
+
+from .common import Rule, alt, as_int, kv_commas, kv_spaces, lit, memo, opt, rx, seq, smtp_reply
 
 MTA = "postfix"
 
@@ -65,10 +67,33 @@ REPLY_TAIL = seq(
     opt("; ", rx(r".*", "tail", kv_spaces)),
 )
 
+COUNTS = memo(kv_spaces)  # "ehlo=1 mail=1 rcpt=0/1 quit=1 commands=3/4": few distinct texts
+
+# ", relay=…, delay=0.4, delays=0.1/0/0.1/0.2, dsn=2.0.0" before ", status=" in every delivery line
+DELIVERY_KV = r"(?:, (?!status=)[a-z_]+=(?:<[^>]*>|[^, ]*))*"
+_DELIVERY_PAIR = re.compile(r", ([a-z_]+)=(<[^>]*>|[^, ]*)")
+
+
+def delivery_kv(text: str) -> dict[str, str]:
+    """``kv_commas`` for text DELIVERY_KV matched, on the most frequent line of a Postfix log.
+
+    There every pair starts with ", " and a value holds no comma or space unless it is in <…>:
+    without "<", splitting is exact; with it, a pattern with that literal start still lets ``re``
+    skip from pair to pair (kv_commas' general key pattern is tried at every character)."""
+    if "<" in text:
+        return {k: v[1:-1] if v[:1] == "<" else v for k, v in _DELIVERY_PAIR.findall(text)}
+    out: dict[str, str] = {}
+    if text:
+        for pair in text[2:].split(", "):
+            key, _, value = pair.partition("=")
+            out[key] = value
+    return out
+
+
 RULES: list[Rule] = [
     # --- smtpd ---------------------------------------------------------------------------
     Rule("smtpd_connect", seq("connect from ", namaddr()), ("connect",), SMTPD),
-    Rule("smtpd_disconnect", seq("disconnect from ", namaddr(), opt(" ", rx(r".*", "counts", kv_spaces))),
+    Rule("smtpd_disconnect", seq("disconnect from ", namaddr(), opt(" ", rx(r".*", "counts", COUNTS))),
          ("disconnect",), SMTPD),
     Rule("smtpd_client", seq("client=", namaddr(), rx(r"(?:, .*)?", "extra", kv_commas)), ("client=",), SMTPD),
     Rule(
@@ -139,7 +164,7 @@ RULES: list[Rule] = [
     Rule(
         "delivery_status",
         seq("to=<", rx(r"(?:[^>]|>(?!, ))*", "rcpt_to"), ">",
-            rx(r"(?:, (?!status=)[a-z_]+=(?:<[^>]*>|[^, ]*))*", "kv", kv_commas),
+            rx(DELIVERY_KV, "kv", delivery_kv),
             # very old Postfix wrote "conn_use=2 delay=…" without a comma
             ", status=", rx(r"\S+", "status"), opt(" ", rx(r".*", "status_text"))),
         ("to=",), DELIVERY_AGENTS,

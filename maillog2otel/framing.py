@@ -40,6 +40,10 @@ _ISO = re.compile(
     r"(?P<y>\d{4})-(?P<mo>\d\d)-(?P<d>\d\d)T(?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d)(?:[.,](?P<frac>\d{1,9}))?"
     r"(?P<tz>Z|[+-]\d\d:?\d\d)? (?P<host>\S+) (?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: "
 )
+_ISO_REST = re.compile(  # the rest of an _ISO line after its first 19 characters (see Framer.frame)
+    r"(?:[.,](?P<frac>\d{1,9}))?(?P<tz>Z|[+-]\d\d:?\d\d)? "
+    r"(?P<host>\S+) (?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: "
+)
 _EXIM = re.compile(
     r"(?P<y>\d{4})-(?P<mo>\d\d)-(?P<d>\d\d) (?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d)(?:\.(?P<frac>\d{3}))?"
     r"(?: (?P<tz>[+-]\d{4}))? (?:\[(?P<pid>\d+)\] )?"
@@ -147,13 +151,31 @@ class Framer:
         # the next line with the same 15 characters skip the date arithmetic.
         self._bsd_head = ""
         self._bsd_ts = 0
+        # the same for RFC 3339 stamps (rsyslog's default on Debian 12): the first 19 characters
+        # and the zone; the fraction differs line by line and is added
+        self._iso_head = ""
+        self._iso_tz: str | None = None
+        self._iso_ts = 0
 
     def frame(self, text: str, offset: int) -> Record | None:
         head = self._bsd_head
-        if head and text.startswith(head) and text[15:16] == " ":
+        if head and text.startswith(head):
             m = _BSD_REST.match(text, 15)
             if m is not None:
-                return self._syslog(self._bsd_ts, m["host"], m["prog"], m["pid"], text[m.end():], offset)
+                host, prog, pid = m.groups()
+                self.last_ns = ts = self._bsd_ts
+                return Record(ts, host, prog, int(pid) if pid else None, text[m.end():], None, self.stream,
+                              offset)
+        head = self._iso_head
+        if head and text.startswith(head):
+            m = _ISO_REST.match(text, 19)
+            # a Haraka record's body starts with one of these: the full path below tells them apart
+            if m is not None and m["host"][0] not in "[{lS":
+                frac, tz, host, prog, pid = m.groups()
+                if tz == self._iso_tz:
+                    self.last_ns = ts = self._iso_ts + (_frac_ns(frac) if frac else 0)
+                    return Record(ts, host, prog, int(pid) if pid else None, text[m.end():], None,
+                                  self.stream, offset)
         c = text[:1]
         if c.isalpha() and (m := _BSD.match(text)):
             mo = _MONTHS.get(m["mon"])
@@ -177,6 +199,8 @@ class Framer:
                 ts = self._iso_ns(m)
                 if ts is None:
                     return None
+                self._iso_head, self._iso_tz = text[:19], m["tz"]
+                self._iso_ts = ts - _frac_ns(m["frac"])
                 return self._syslog(ts, m["host"], m["prog"], m["pid"], text[m.end():], offset)
             if (m := h) and (haraka or m["tz"] or len(m["frac"] or "") > 3 or self.native == "haraka"):
                 ts = self._iso_ns(m)

@@ -5,14 +5,20 @@
 - The generated per-rule parsers (``grammars.common._fast_parser``) must give the dict the generic
   ``groupdict`` path gave, key order included.
 - The pipeline's per-(host, program) routing cache must count and route like ``mtas.detect``.
+- Converters specialised for one rule (Postfix's delivery key=value list) or remembered (its
+  disconnect counts) return what the general ones return.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from maillog2otel.grammars import exim, haraka, postfix
+from maillog2otel.grammars.common import kv_commas, kv_spaces
 
 from maillog2otel.config import build_settings
 from maillog2otel.export.base import SinkStats
@@ -135,3 +141,27 @@ def test_routing_cache_counts_programs_like_detect(tmp_path: Path) -> None:
     assert c.by_program[("postfix", "postfix/smtpd")] == [3, 1]
     assert ("haraka", "node") in c.by_program
     assert c.connections == 2
+
+
+_KEYS = st.from_regex(r"[a-z_]{1,12}", fullmatch=True)
+_VALUES = st.one_of(st.from_regex(r"<[^>]{0,20}>", fullmatch=True),
+                    st.from_regex(r"[^, ]{0,20}", fullmatch=True))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(_KEYS, _VALUES), max_size=8), st.text(max_size=30))
+def test_delivery_kv_equals_kv_commas_on_what_the_rule_matches(pairs, noise) -> None:
+    text = "".join(f", {k}={v}" for k, v in pairs)
+    for candidate in (text, noise, text + noise, noise + text):
+        if re.fullmatch(postfix.DELIVERY_KV, candidate):
+            assert postfix.delivery_kv(candidate) == kv_commas(candidate), candidate
+
+
+def test_memo_gives_each_caller_its_own_equal_dict() -> None:
+    counts = postfix.COUNTS
+    first = counts("ehlo=1 mail=1 rcpt=0/1 quit=1 commands=3/4")
+    first["ehlo"] = "changed"
+    again = counts("ehlo=1 mail=1 rcpt=0/1 quit=1 commands=3/4")
+    assert again == kv_spaces("ehlo=1 mail=1 rcpt=0/1 quit=1 commands=3/4") and again["ehlo"] == "1"
+    many = [counts(f"ehlo=1 rcpt={i}") for i in range(10_000)]  # past its bound: cleared, still right
+    assert [m["rcpt"] for m in many] == [str(i) for i in range(10_000)]
