@@ -41,6 +41,10 @@ OPEN = "<open>"  # key of the kv dict naming a quoted value the line ended insid
 # the loop unrolled: fast; the key tried only where a run of key characters starts (common._KEY:
 # linear on a long word, where a plain ([A-Za-z_][\w.-]*)= is quadratic)
 _PAIR = re.compile(r'(?<![\w.-])(?:(?![A-Za-z_])[\w.-])*([A-Za-z_][\w.-]*)=("[^"\\]*(?:\\.[^"\\]*)*"?|[^ ]*)')
+# the same on ASCII text (nearly every line), where \w is [A-Za-z0-9_]: no Unicode class lookups,
+# and possessive, since no part can give back a character the next one could take
+_PAIR_ASCII = re.compile(r'(?<![A-Za-z0-9_.-])[0-9.-]*+([A-Za-z_][A-Za-z0-9_.-]*+)='
+                         r'("[^"\\]*+(?:\\.[^"\\]*+)*+"?|[^ ]*+)')
 _ESC = re.compile(r"\\(.)")
 _ESCAPES = {"n": "\n", "r": "\r"}
 
@@ -53,12 +57,17 @@ def kv_haraka(text: str) -> dict[str, str]:
     """``a=1 b="x \\"y\\"" c=`` -> dict, quotes removed and escapes undone. A quoted value that
     runs to the end of the text (its record went on in the next line) is kept so far, and its key
     is named under ``OPEN``."""
+    pairs = _PAIR_ASCII.findall(text) if text.isascii() else _PAIR.findall(text)
+    if '"' not in text:
+        return dict(pairs)
     out: dict[str, str] = {}
-    for key, raw in _PAIR.findall(text):
+    for key, raw in pairs:
         if raw[:1] != '"':
             out[key] = raw
-        elif len(raw) > 1 and raw[-1] == '"' and not _odd_backslashes(raw[1:-1]):
-            out[key] = _unescape(raw[1:-1])
+        # closed, unless the last quote is escaped (the value then runs on to the end of the text)
+        elif len(raw) > 1 and raw[-1] == '"' and (raw[-2] != "\\" or not _odd_backslashes(raw[1:-1])):
+            value = raw[1:-1]
+            out[key] = _unescape(value) if "\\" in value else value
         else:
             out[key], out[OPEN] = _unescape(raw[1:]), key
     return out

@@ -61,6 +61,7 @@ class HarakaCorrelator:
         self.verbose: set[str] = set()  # "host|stream" written at INFO or more: hook results show
         self.now_ns = 0
         self.swept_ns = 0
+        self._stream: tuple[str, int, str] = ("", -1, "")  # host, stream, "host|stream" of the last line
         self._handlers = {
             "connect": self._connect, "disconnect": self._disconnect, "mail": self._mail, "rcpt": self._rcpt,
             "message": self._message, "queue": self._queue, "hook_result": self._hook_result,
@@ -81,21 +82,25 @@ class HarakaCorrelator:
             if ts - self.swept_ns >= _SWEEP_NS:  # a backfill never ticks: its state must expire too
                 self.swept_ns = ts
                 self._expire(ts, out)
-        key = f"{ev.record.host}|{ev.record.stream}"
-        level = ev.fields.get("level") or ev.fields.get("loglevel")
+        rec, f = ev.record, ev.fields
+        host, stream, key = self._stream
+        if rec.stream != stream or rec.host != host:  # one string per stream, hashed once
+            key = f"{rec.host}|{rec.stream}"
+            self._stream = (rec.host, rec.stream, key)
+        level = f.get("level") or f.get("loglevel")
         if level in _VERBOSE:
             self.verbose.add(key)
         elif ev.rule == "loglevel":  # the level was lowered (log.ini reloaded)
             self.verbose.discard(key)
-        held = self.held.pop(key, None)
-        if held is not None:
-            if ev.rule == "other" and "level" not in ev.fields:  # an untagged line: the rest of it
-                held.fields["kv"] = continue_kv(held.fields["kv"], ev.record.message)
+        if self.held and (held := self.held.pop(key, None)) is not None:
+            if ev.rule == "other" and "level" not in f:  # an untagged line: the rest of it
+                held.fields["kv"] = continue_kv(held.fields["kv"], rec.message)
                 self.stats.bump("continuation_line")
                 ev = held
             else:
                 self._dispatch(held, out)
-        if OPEN in ev.fields.get("kv", ()):
+        kv = ev.fields.get("kv")
+        if kv is not None and OPEN in kv:
             self.held[key] = ev
             return out
         self._dispatch(ev, out)
@@ -196,7 +201,7 @@ class HarakaCorrelator:
         uuid = ev.fields.get("uuid", "-")
         if uuid == "-":
             return None
-        c = self.conns.get((ev.record.host, uuid.split(".", 1)[0]))
+        c = self.conns.get((ev.record.host, uuid.partition(".")[0]))
         if c is not None:
             c.last_ns = max(c.last_ns, ev.record.ts_ns)
             ev.ctx = (c.trace_id, c.span_id)  # --logs: the line belongs to the connection's span

@@ -153,7 +153,8 @@ class Outbound:
         if item is None:
             return
         ts = ev.record.ts_ns
-        if (msg := self.messages.get((ev.record.host, item.msg))) is not None and msg.origin == "smtpd":
+        msg = self.messages.get((ev.record.host, item.msg))
+        if msg is not None and not msg.counted and msg.origin == "smtpd":
             self.count_queued(ev.record.host, item.msg, ts, out)
         if rule == "delivered":
             self._delivered(item, ev, out)

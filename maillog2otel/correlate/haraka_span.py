@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from maillog2otel.records import Connection, Count, MessageDone, Output, SpanEvent
@@ -19,6 +20,15 @@ NS = 1_000_000_000
 REPLY = {"OK": 250, "CONT": 250, "DENY": 550, "DENYDISCONNECT": 550, "DENYSOFT": 450,
          "DENYSOFTDISCONNECT": 450, "DISCONNECT": 421}
 _NO_RDNS = {"", "NXDOMAIN", "DNSERROR", "Unknown"}
+_YN = {"Y": True, "N": False}
+_LR = re.compile(r"([45]\d\d) (.*)")
+_ANGLED = re.compile(r"<([^<>]*)>")
+_FLAGS = (("relay", "haraka.relay"), ("early", "haraka.early_talker"), ("esmtp", "haraka.esmtp"),
+          ("pipe", "haraka.pipelining"))
+_NUMBERS = (("errors", "haraka.errors"), ("txns", "haraka.txns"), ("bytes", "haraka.bytes"))
+_COUNTERS = tuple((k, tuple(f"haraka.{k}.{part}" for part in ("accepted", "tempfailed", "rejected")))
+                  for k in ("rcpts", "msgs"))
+_ts_ns = attrgetter("ts_ns")
 
 
 @dataclass(slots=True)
@@ -87,16 +97,21 @@ class Conn:
 def build(c: Conn, verbose: bool) -> list[Output]:
     """The span and the counts that only the whole connection settles."""
     d = c.disconnect or {}
-    relaying = {"Y": True, "N": False}.get(d.get("relay", ""))
+    relaying = _YN.get(d.get("relay", ""))
     # "not relaying, so refused" holds only where an accepting plugin's hook=rcpt line would show
     refusing = relaying if relaying or verbose else None
-    _last_refusal(c, d.get("lr", ""))
+    lr = d.get("lr")
+    if lr:
+        _last_refusal(c, lr)
     out: list[Output] = []
     events = list(c.events)
     events.extend(_helo_events(c, d))
     transactions = 0
+    verdicts = []  # per transaction: _hooks needs them too
     for t in c.txns:
-        transactions += _txn_events(c, t, True if t.outbound else refusing, events, out)
+        v = _resolve(t, True if t.outbound else refusing)
+        verdicts.append(v)
+        transactions += _txn_events(c, t, v, events, out)
     for t in c.txns:
         if t.queued_ns is not None and not t.outbound:  # a queue plugin took it: nothing follows
             out.append(MessageDone(MTA, c.host, c.trace_id, t.queued_ns))
@@ -107,9 +122,9 @@ def build(c: Conn, verbose: bool) -> list[Output]:
     end = max(c.end_ns, c.start_ns)
     if c.inferred_ts and d.get("time"):  # no times in the log: the connection's own clock
         end = c.start_ns + int(float(d["time"]) * NS)
-    events.sort(key=lambda e: e.ts_ns)
+    events.sort(key=_ts_ns)
     conn = Connection(MTA, c.host, c.trace_id, c.span_id, c.start_ns, end, attrs, events, c.error,
-                      _hooks(c, d, relaying, refusing))
+                      _hooks(c, d, relaying, verdicts))
     return [conn, *out]
 
 def _helo_events(c: Conn, d: dict[str, str]) -> list[SpanEvent]:
@@ -128,9 +143,9 @@ def _helo_events(c: Conn, d: dict[str, str]) -> list[SpanEvent]:
     return [SpanEvent("smtp.ehlo" if d.get("esmtp") == "Y" else "smtp.helo", min(known),
                       {"smtp.helo_host": d["helo"], "smtp.event.inferred": True})]
 
-def _txn_events(c: Conn, t: Txn, relaying: bool | None, events: list[SpanEvent],
-                out: list[Output]) -> int:
-    """Events of one transaction; returns 1 if it was queued."""
+def _txn_events(c: Conn, t: Txn, verdicts: list[tuple[Rcpt, bool | None, int | None, str]],
+                events: list[SpanEvent], out: list[Output]) -> int:
+    """Events of one transaction (``verdicts``: ``_resolve``'s); returns 1 if it was queued."""
     host = c.host
     if t.mail_from is not None:
         code = t.mail_reply or REPLY.get(t.mail_code, 250)
@@ -139,7 +154,7 @@ def _txn_events(c: Conn, t: Txn, relaying: bool | None, events: list[SpanEvent],
         if code >= 400:
             refuse(events, out, host, t.first_ns, stage="MAIL", code=code,
                     reason=f"sender <{t.mail_from}> denied")
-    for r, accepted, code, evidence in _resolve(t, relaying):
+    for r, accepted, code, evidence in verdicts:
         ev: dict[str, Any] = {"smtp.rcpt_to": r.addr, "haraka.code": r.code,
                               "haraka.rcpt.evidence": evidence}
         if accepted is not None:
@@ -206,7 +221,7 @@ def _queue_events(c: Conn, t: Txn, events: list[SpanEvent], out: list[Output]) -
     return 0
 
 def _hooks(c: Conn, d: dict[str, str], relaying: bool | None,
-           refusing: bool | None) -> dict[str, int]:
+           verdicts: list[list[tuple[Rcpt, bool | None, int | None, str]]]) -> dict[str, int]:
     """``haraka.hook.total``: every ``running X hooks`` line at DEBUG; at INFO, the hooks the
     lines prove ran (docs/haraka.md has the table)."""
     if c.debug and c.hooks:
@@ -219,10 +234,9 @@ def _hooks(c: Conn, d: dict[str, str], relaying: bool | None,
         n["ehlo" if d.get("esmtp") == "Y" else "helo"] = 1
     elif c.txns:
         n["connect"] = 1
-    for t in c.txns:
-        verdicts = _resolve(t, True if t.outbound else refusing)
+    for t, resolved in zip(c.txns, verdicts, strict=True):
         counts = {"mail": int(t.mail_from is not None), "rcpt": len(t.rcpts),
-                  "rcpt_ok": sum(1 for r, ok, _, _ in verdicts if ok or r.hook_ok),
+                  "rcpt_ok": sum(1 for r, ok, _, _ in resolved if ok or r.hook_ok),
                   "data": int(t.message is not None), "data_post": int(t.message is not None),
                   "queue_ok": int(t.queued_ns is not None)}
         if t.queue or t.queued_ns is not None:
@@ -261,19 +275,18 @@ def _attrs(c: Conn, d: dict[str, str]) -> dict[str, Any]:
         attrs["smtp.helo_host"] = helo
     if d.get("tls") == "Y":
         attrs["smtp.tls"] = True
-    for k, name in (("relay", "haraka.relay"), ("early", "haraka.early_talker"), ("esmtp", "haraka.esmtp"),
-                    ("pipe", "haraka.pipelining")):
+    for k, name in _FLAGS:
         if k in d:
             attrs[name] = d[k] == "Y"
-    for k in ("errors", "txns", "bytes"):
+    for k, name in _NUMBERS:
         if d.get(k, "").isdigit():
-            attrs[f"haraka.{k}"] = int(d[k])
+            attrs[name] = int(d[k])
     if d.get("time"):
         attrs["haraka.duration_s"] = d["time"]
-    for k in ("rcpts", "msgs"):
-        for part, value in zip(("accepted", "tempfailed", "rejected"), d.get(k, "").split("/"), strict=False):
+    for k, names in _COUNTERS:
+        for name, value in zip(names, d.get(k, "").split("/"), strict=False):
             if value.isdigit():
-                attrs[f"haraka.{k}.{part}"] = int(value)
+                attrs[name] = int(value)
     if d.get("lr"):
         attrs["haraka.last_reject"] = d["lr"]
     for verb, (sent, ok) in c.commands.items():
@@ -285,8 +298,8 @@ def _attrs(c: Conn, d: dict[str, str]) -> dict[str, Any]:
 def _last_refusal(c: Conn, lr: str) -> None:
     """``disconnect lr=`` is the connection's last reply of 400 or more: when it names one address,
     the last recipient of that address logged ``code=OK`` got it."""
-    m = re.match(r"([45]\d\d) (.*)", lr)
-    named = re.findall(r"<([^<>]*)>", lr)
+    m = _LR.match(lr)
+    named = _ANGLED.findall(lr)
     if m is None or len(set(named)) != 1:
         return
     for t in reversed(c.txns):
