@@ -56,6 +56,19 @@ def id_pid(msgid: str) -> int | None:
     return n
 
 
+_TLS_PROTOS: dict[str, bool] = {}
+
+
+def _tls_proto(proto: str) -> bool:
+    """Whether P= names a protocol over TLS; a log has a handful of P= values, on every arrival."""
+    tls = _TLS_PROTOS.get(proto)
+    if tls is None:
+        tls = _TLS_PROTO.fullmatch(proto) is not None
+        if len(_TLS_PROTOS) < 256:
+            _TLS_PROTOS[proto] = tls
+    return tls
+
+
 def _angle(text: str | None) -> str:
     text = (text or "").split(" ", 1)[0]
     return text[1:-1] if text[:1] == "<" and text[-1:] == ">" else text
@@ -95,26 +108,33 @@ class EximCorrelator:
         for rule in ("sender_verify", "acl_warning", "eof_on_input"):
             h[rule] = self._session_note
         h.update(self.book.handlers)
+        # _due runs on nearly every line (each new millisecond) and usually finds nothing: it peeks
+        # at the heads of these directly instead of through the Table/Grace methods
+        self._closing_q = self.closing._q
+        self._synthetic_d = self.synthetic._d
+        self._sessions_d = self.sessions._d
+        self._messages_d = self.book.table._d
 
     # --- pipeline interface --------------------------------------------------------------
 
     def feed(self, ev: Event) -> list[Output]:
         out: list[Output] = []
         rec = ev.record
+        rule = ev.rule
         if rec.ts_ns > self.now_ns:
             self.now_ns = rec.ts_ns
             self._due(rec.ts_ns, out)
-        if not ev.rule.startswith("rejectlog_"):
+        if self.entry and not rule.startswith("rejectlog_"):
             self.entry.pop(rec.stream, None)
         key = None
-        if ev.rule in _REJECTLOG_RULES:
+        if rule in _REJECTLOG_RULES:
             key = (rec.host, rec.ts_ns, self._pid(ev), rec.message)
             seen = self.recent.get(key)
             if seen is not None and seen[0] != rec.stream:  # the same entry from the other log
                 self.stats.bump("rejectlog_duplicate")
                 self.entry[rec.stream] = seen[1:]
                 return out
-        handler = self._handlers.get(ev.rule)
+        handler = self._handlers.get(rule)
         if handler is not None:
             handler(ev, out)
         if key is not None:
@@ -130,17 +150,23 @@ class EximCorrelator:
         return out
 
     def _due(self, now: int, out: list[Output]) -> None:
-        for s in self.closing.due(now):
-            out.append(self._emit(s))
-        while (s := self.synthetic.oldest()) is not None and now - s.last_ns > SYNTHETIC_IDLE_NS:
+        q = self._closing_q
+        if q and q[0][0] <= now:
+            for s in self.closing.due(now):
+                out.append(self._emit(s))
+        d = self._synthetic_d
+        while d and now - (s := next(iter(d.values()))).last_ns > SYNTHETIC_IDLE_NS:
             self.synthetic.pop(s.key)
             out.append(self._emit(s))
-        while (s := self.sessions.oldest()) is not None and now - s.last_ns > self.s.session_idle_ns:
+        d = self._sessions_d
+        while d and now - (s := next(iter(d.values()))).last_ns > self.s.session_idle_ns:
             self.sessions.pop(s.key)
             s.error = s.error or "session idle: no close logged"
             self.stats.bump("session_idle")
             out.append(self._emit(s))
-        self.book.expire(now)
+        d = self._messages_d
+        if d and now - next(iter(d.values())).last_ns > self.s.message_retention_ns:
+            self.book.expire(now)
 
     def finish(self) -> list[Output]:
         """End of input: closed and synthetic sessions go out; open ones end as ERROR "log ended"."""
@@ -173,12 +199,17 @@ class EximCorrelator:
               msgid: str | None = None) -> Session | None:
         """The session a line belongs to: by Ci=, by pid, by the client's ip:port; else, when
         ``create``, a synthetic one."""
-        host, ts = ev.record.host, ev.record.ts_ns
-        pid = self._pid(ev)
-        tags = ev.fields.get("tags") or {}
-        ci = tags.get("Ci") or ev.fields.get("Ci")
-        ip = h.get("address") if h else None
-        port = h.get("port") if h else None
+        rec, f = ev.record, ev.fields
+        host, ts = rec.host, rec.ts_ns
+        pid = rec.pid
+        if pid is None:
+            pid = self._pid(ev)
+        tags = f.get("tags")
+        ci = (tags.get("Ci") if tags else None) or f.get("Ci")
+        if h:
+            ip, port = h.get("address"), h.get("port")
+        else:
+            ip = port = None
         s = self.by_ci.get((host, ci)) if ci else None
         if s is None and pid is not None:
             s = self.by_pid.get((host, pid))
@@ -195,11 +226,12 @@ class EximCorrelator:
             s.pid = pid
             s.attrs["process.pid"] = pid
             self.by_pid[(host, pid)] = s
-        s.touch(ts)
+        s.last_ns = max(s.last_ns, ts)  # Session.touch, without the call
+        s.start_ns = min(s.start_ns, ts)
         ev.ctx = (s.trace_id, s.span_id)  # the line's span, for --logs
-        table = self.synthetic if s.synthetic else self.sessions
-        if s.key in table:
-            table.touch(s.key)
+        d = self._synthetic_d if s.synthetic else self._sessions_d
+        if s.key in d:
+            d.move_to_end(s.key)
         if h:
             self._learn_client(s, h)
         return s
@@ -222,8 +254,8 @@ class EximCorrelator:
         who = f"{h['address']}:{h.get('port')}" if h else f"user:{user}"
         key = f"{host}|{'synthetic|' if synthetic else ''}{who}|{h.get('helo') if h else ''}|{pid}|{start_ns}"
         trace_id, span_id = ids_for(f"exim|{key}")
-        s = Session(key, host, trace_id, span_id, start_ns, start_ns, pid=pid, user=user, synthetic=synthetic)
-        s.attrs.update({"mta.name": MTA, "network.transport": "tcp" if h else "pipe"})
+        s = Session(key, host, trace_id, span_id, start_ns, start_ns, pid=pid, user=user, synthetic=synthetic,
+                    attrs={"mta.name": MTA, "network.transport": "tcp" if h else "pipe"})
         if pid is not None:
             s.attrs["process.pid"] = pid
         if user is not None:
@@ -283,16 +315,20 @@ class EximCorrelator:
 
     def _emit(self, s: Session) -> Any:
         host = s.host
-        for index, key in ((self.by_pid, (host, s.pid)), (self.by_ci, (host, s.ci))):
-            if index.get(key) is s:  # type: ignore[call-overload]
-                del index[key]  # type: ignore[arg-type]
-        groups = ((self.by_addr, (host, s.ip, s.port)), (self.synth, (host, s.ip or f"user:{s.user}")))
-        for index, key in groups:
-            group = index.get(key)  # type: ignore[call-overload]
-            if group and s in group:
+        if s.pid is not None and self.by_pid.get(pid_key := (host, s.pid)) is s:
+            del self.by_pid[pid_key]
+        if s.ci is not None and self.by_ci.get(ci_key := (host, s.ci)) is s:
+            del self.by_ci[ci_key]
+        if (group := self.by_addr.get(addr_key := (host, s.ip, s.port))) and s in group:
+            group.remove(s)
+            if not group:
+                del self.by_addr[addr_key]
+        if s.synthetic:  # the only ones synth holds
+            synth_key = (host, s.ip or f"user:{s.user}")
+            if (group := self.synth.get(synth_key)) and s in group:
                 group.remove(s)
                 if not group:
-                    del index[key]  # type: ignore[arg-type]
+                    del self.synth[synth_key]
         return build_connection(s)
 
     def _partial(self, ev: Event, h: dict[str, Any] | None, user: str | None) -> Session:
@@ -316,15 +352,17 @@ class EximCorrelator:
             s.attrs["exim.correlation"] = "pid"
             return
         h, tags = f["host"], f["tags"]
-        key = (rec.host, h["address"], h.get("port"))
-        if h.get("port") is not None:  # the same client port again: the old session's end is not in the log
-            for old in list(self.by_addr.get(key, ())):
+        port = h.get("port")
+        key = (rec.host, h["address"], port)
+        # the same client port again: the old session's end is not in the log
+        if port is not None and (olds := self.by_addr.get(key)):
+            for old in list(olds):
                 if not old.closed:
                     self._close(old, old.last_ns, None, "no close logged")
         s = self._new_session(ev, h, None, rec.ts_ns)
         ev.ctx = (s.trace_id, s.span_id)
         self.by_addr.setdefault(key, []).append(s)
-        s.attrs["exim.correlation"] = "client_port" if h.get("port") is not None else "client_address"
+        s.attrs["exim.correlation"] = "client_port" if port is not None else "client_address"
         s.attrs["exim.connection_count"] = f["count"]
         if isinstance(tags.get("I"), dict):
             s.attrs["server.address"] = tags["I"].get("address")
@@ -353,7 +391,7 @@ class EximCorrelator:
         f = ev.fields
         s = self._session_of(ev) or self._partial(ev, f.get("host"), f.get("user"))
         reason = f["reason"]
-        name = _CLOSE.get(reason, reason.split()[-1].lower())
+        name = _CLOSE.get(reason) or reason.split()[-1].lower()
         error = None if name in ("quit", "eof") else f"closed {reason}"
         self._close(s, ev.record.ts_ns, name, error, f["tags"].get("D"))
 
@@ -564,17 +602,21 @@ class EximCorrelator:
             txn.msgid, txn.queued_ns, txn.end, txn.size = msgid, rec.ts_ns, "queued", size
             txn.data_ns = rec.ts_ns - int(rt * NS) if isinstance(rt, float) else rec.ts_ns
             txn.message_id = tags.get("id") or tags.get("id*")
-            txn.accepted.extend(r for r in f.get("rcpts", []) if r not in txn.accepted)
+            accepted = txn.accepted
+            for r in f.get("rcpts", ()):
+                if r not in accepted:
+                    accepted.append(r)
             msg.txn = txn
             s.start_ns = min(s.start_ns, txn.data_ns)
             s.protocol = proto or s.protocol
             s.attrs["exim.protocol"] = s.protocol
-            if "X" in tags or _TLS_PROTO.fullmatch(proto):
+            if "X" in tags or _tls_proto(proto):
                 s.attrs["smtp.tls"] = True
                 s.attrs.update(tls_attrs(tags))
                 if "ssmtp" in proto:
                     s.attrs["exim.tls_on_connect"] = True
-            self._auth(s, tags)
+            if "A" in tags:
+                self._auth(s, tags)
         elif parent is not None:
             msg.origin, msg.parent_msgid = "bounce", parent
             pm = self.book.table.get((rec.host, parent))

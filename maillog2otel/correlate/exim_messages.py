@@ -18,6 +18,8 @@ from maillog2otel.records import Delivery, Event, MessageDone, Output
 from maillog2otel.telemetry.ids import ids_for, span_id_for
 
 _RETRY_NOT_DUE = re.compile(r"retry time not (?:yet )?reached", re.IGNORECASE)
+_TAG_ATTRS = (("R", "exim.router"), ("T", "exim.transport"), ("S", "exim.delivery.size_bytes"),
+              ("QT", "exim.queue_time_s"), ("DT", "exim.deliver_time_s"))
 REPLY = re.compile(r"(?:^|: )(?P<code>[2-5]\d\d)[ -](?:(?P<enh>[245]\.\d{1,3}\.\d{1,3})\b)?")
 
 
@@ -142,10 +144,9 @@ class MessageBook:
         a: dict[str, Any] = {}
         if f["address"] != rcpt:
             a["exim.address"] = f["address"]
-        for tag, name in (("R", "exim.router"), ("T", "exim.transport"), ("S", "exim.delivery.size_bytes"),
-                          ("QT", "exim.queue_time_s"), ("DT", "exim.deliver_time_s")):
-            if tags.get(tag) is not None:
-                a[name] = tags[tag]
+        for tag, name in _TAG_ATTRS:
+            if (value := tags.get(tag)) is not None:
+                a[name] = value
         h = tags.get("H")
         if h:
             a["smtp.relay"] = h["raw"]
@@ -156,7 +157,8 @@ class MessageBook:
                 a["net.peer.name"] = h["name"]
             if h.get("reused"):
                 a["exim.connection_reused"] = True
-        a.update(tls_attrs(tags))
+        if "X" in tags or "CV" in tags or "DN" in tags or "SNI" in tags:  # what tls_attrs reads
+            a.update(tls_attrs(tags))
         if "A" in tags:
             a["smtp.auth.method"] = str(tags["A"]).split(":")[0]
         return a
@@ -173,8 +175,11 @@ class MessageBook:
         if msg.host_note and result != "delivered":
             attrs["exim.host_error"] = msg.host_note
         msg.host_note = None
-        attrs.update({"smtp.queue_id": msg.msgid, "smtp.rcpt_to": rcpt, "smtp.result": result,
-                      "mta.name": MTA, "smtp.message.origin": msg.origin})
+        attrs["smtp.queue_id"] = msg.msgid
+        attrs["smtp.rcpt_to"] = rcpt
+        attrs["smtp.result"] = result
+        attrs["mta.name"] = MTA
+        attrs["smtp.message.origin"] = msg.origin
         if msg.mail_from is not None:
             attrs["smtp.mail_from"] = msg.mail_from
         if msg.parent_msgid:
