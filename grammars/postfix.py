@@ -67,7 +67,16 @@ REPLY_TAIL = seq(
     opt("; ", rx(r".*", "tail", kv_spaces)),
 )
 
-COUNTS = memo(kv_spaces)  # "ehlo=1 mail=1 rcpt=0/1 quit=1 commands=3/4": few distinct texts
+_COUNT = re.compile(r"\d+(?:/\d+)?")
+
+
+def _counts(text: str) -> dict[str, str]:
+    """``ehlo=1 mail=1 rcpt=0/1 quit=1 commands=3/4``: only what is a count (N or OK/N) is kept,
+    so a mangled or forged tail cannot make a number of something else."""
+    return {k: v for k, v in kv_spaces(text).items() if _COUNT.fullmatch(v)}
+
+
+COUNTS = memo(_counts)  # few distinct texts in a whole log: remembered
 
 # ", relay=…, delay=0.4, delays=0.1/0/0.1/0.2, dsn=2.0.0" before ", status=" in every delivery line
 DELIVERY_KV = r"(?:, (?!status=)[a-z_]+=(?:<[^>]*>|[^, ]*))*"

@@ -165,3 +165,17 @@ def test_memo_gives_each_caller_its_own_equal_dict() -> None:
     assert again == kv_spaces("ehlo=1 mail=1 rcpt=0/1 quit=1 commands=3/4") and again["ehlo"] == "1"
     many = [counts(f"ehlo=1 rcpt={i}") for i in range(10_000)]  # past its bound: cleared, still right
     assert [m["rcpt"] for m in many] == [str(i) for i in range(10_000)]
+
+
+def test_disconnect_counts_that_are_no_numbers_are_dropped_not_fatal(tmp_path: Path) -> None:
+    log = tmp_path / "bad.log"
+    log.write_text(
+        "Nov 22 01:00:00 mx postfix/smtpd[10]: connect from a.example[192.0.2.1]:4000\n"
+        "Nov 22 01:00:03 mx postfix/smtpd[10]: disconnect from a.example[192.0.2.1]:4000 ehlo=abc "
+        "mail=1/x rcpt=2/3 quit=1 commands=3/4\n"
+    )
+    r = run_pipeline([str(log)], timezone="UTC", year=2026)
+    (conn,) = r.connections()
+    assert conn.attrs["smtp.command.rcpt"] == 3 and conn.attrs["smtp.command.rcpt.ok"] == 2
+    assert "smtp.command.ehlo" not in conn.attrs and "smtp.command.mail" not in conn.attrs
+    assert r.counters.parsed == 2
