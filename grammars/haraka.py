@@ -101,6 +101,7 @@ _NEEDS_QUOTING = re.compile(r'(^$|[ ="\\\r\n])')
 _NEEDS_ESCAPING = re.compile(r'["\\\r\n]')
 _ESCAPE_OUT = {'"': '\\"', "\\": "\\\\", "\r": "\\r", "\n": "\\n"}
 _LINE_BREAKS = re.compile(r"[\r\n]")
+_REWRITTEN = ("level=", '{"level"')  # the heads of a logfmt and of a JSON record
 
 LOGFMT_HEAD = Rule("logfmt_head", seq(
     "level=", rx(LEVELS, "level"), " uuid=", rx(r"[^ ]+", "uuid"), " origin=", rx(r"[^ ]+", "origin"),
@@ -147,8 +148,9 @@ def _default_text(level: str, uuid: str, origin: str, message: str, rest: str) -
 
 def rewrite(text: str, fast: bool = True) -> str:
     """logfmt and JSON records -> the DEFAULT text of the same record; anything else unchanged."""
-    c = text[:1]
-    if c == "l" and text.startswith("level="):
+    if not text.startswith(_REWRITTEN):  # DEFAULT: every line of the common case goes here
+        return text
+    if text[0] == "l":
         f = LOGFMT_HEAD.parse_fast(text) if fast else LOGFMT_HEAD.parse_slow(text)
         if f is None:
             return text
@@ -156,18 +158,16 @@ def rewrite(text: str, fast: bool = True) -> str:
         if msg[:1] == '"':
             msg = _unescape(msg[1:-1])
         return _default_text(f["level"], f["uuid"], f["origin"], msg, f.get("rest", ""))
-    if c == "{" and text.startswith('{"level"'):
-        try:
-            obj = json.loads(text)
-        except ValueError:
-            return text
-        if not isinstance(obj, dict):
-            return text
-        head = [obj.pop(k, None) for k in ("level", "uuid", "origin", "message")]
-        if not all(isinstance(v, str) for v in head):
-            return text
-        return _default_text(*head, _stringify(obj))  # type: ignore[arg-type]
-    return text
+    try:  # '{"level"…'
+        obj = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(obj, dict):
+        return text
+    head = [obj.pop(k, None) for k in ("level", "uuid", "origin", "message")]
+    if not all(isinstance(v, str) for v in head):
+        return text
+    return _default_text(*head, _stringify(obj))  # type: ignore[arg-type]
 
 
 REWRITE = rewrite

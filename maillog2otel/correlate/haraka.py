@@ -56,6 +56,7 @@ class HarakaCorrelator:
         self.stats = Stats()
         self.conns: Table[tuple[str, str], Conn] = Table(self.s.max_sessions, self.stats, "session")
         self.closing: Grace[Conn] = Grace()
+        self.closing_due: int | None = None  # when the first of ``closing`` is due: most lines need no look
         self.outbound = Outbound(self.s, self.stats)
         self.held: dict[str, Event] = {}  # "host|stream" -> a record waiting for its continuation
         self.verbose: set[str] = set()  # "host|stream" written at INFO or more: hook results show
@@ -77,8 +78,8 @@ class HarakaCorrelator:
         ts = ev.record.ts_ns
         if ts > self.now_ns:
             self.now_ns = ts
-            if len(self.closing):
-                out.extend(o for c in self.closing.due(ts) for o in self._close(c))
+            if self.closing_due is not None and ts >= self.closing_due:
+                self._closed(ts, out)
             if ts - self.swept_ns >= _SWEEP_NS:  # a backfill never ticks: its state must expire too
                 self.swept_ns = ts
                 self._expire(ts, out)
@@ -140,9 +141,16 @@ class HarakaCorrelator:
         for key, ev in list(self.held.items()):
             if now_ns - ev.record.ts_ns > self.s.grace_ns:
                 self._dispatch(self.held.pop(key), out)
-        out.extend(o for c in self.closing.due(now_ns) for o in self._close(c))
+        self._closed(now_ns, out)
         self._expire(now_ns, out)
         return out
+
+    def _closed(self, now_ns: int, out: list[Output]) -> None:
+        """Connections past their grace go out (``closing`` is first in, first out)."""
+        for c in self.closing.due(now_ns):
+            out.extend(self._close(c))
+        head = self.closing.entries()[:1]  # a second of connections at most
+        self.closing_due = head[0][0] if head else None
 
     def _expire(self, now_ns: int, out: list[Output]) -> None:
         while (c := self.conns.oldest()) is not None and now_ns - c.last_ns > self.s.session_idle_ns:
@@ -158,6 +166,7 @@ class HarakaCorrelator:
         for key in list(self.held):
             self._dispatch(self.held.pop(key), out)
         out.extend(o for c in self.closing.drain() for o in self._close(c))
+        self.closing_due = None
         for c in self.conns.values():
             self.conns.pop((c.host, c.uuid))
             c.error = c.error or "log ended"
@@ -188,6 +197,7 @@ class HarakaCorrelator:
             self.conns.put((c.host, c.uuid), c)
         for due, c in st.get("closing", []):
             self.closing.push(due, c)
+            self.closing_due = due if self.closing_due is None else self.closing_due
         for m in st.get("messages", []):
             self.outbound.messages.put((m.host, m.key), m)
         for i in st.get("items", []):
@@ -252,7 +262,10 @@ class HarakaCorrelator:
         c.disconnect, c.end_ns = ev.fields["kv"], ev.record.ts_ns
         for t in c.txns:  # a client gone before the OK leaves its queueing window open
             self.outbound.close_window(c.host, f"{c.uuid}.{t.n}")
-        self.closing.push(c.end_ns + self.s.grace_ns, c)
+        due = c.end_ns + self.s.grace_ns
+        self.closing.push(due, c)
+        if self.closing_due is None:
+            self.closing_due = due
 
     def _client_gone(self, ev: Event, out: list[Output]) -> None:
         if (c := self._conn(ev)) is not None:
