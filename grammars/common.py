@@ -83,11 +83,13 @@ _KV_COMMA = re.compile(_KEY + r"(<[^>]*>|[^,]*)")
 def kv_spaces(text: str) -> dict[str, str]:
     """``a=1 b="x y" c=<p q>`` -> dict; quotes and angle brackets removed, escapes undone."""
     out: dict[str, str] = {}
-    for key, val in _KV_SPACE.findall(text):
-        if val[:1] == '"':
-            val = val[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-        elif val[:1] == "<":
-            val = val[1:-1]
+    for key, raw in _KV_SPACE.findall(text):
+        if raw[:1] == '"':
+            val = raw[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+        elif raw[:1] == "<":
+            val = raw[1:-1]
+        else:
+            val = raw
         out[key] = val
     return out
 
@@ -172,7 +174,8 @@ class Rule:
             self.regex = re.compile(pattern)  # the flags pyparsing gives its Regex leaves: none
         except NotImplementedError:
             self.regex = None  # pyparsing serves this rule on the slow path
-        self.fast = _fast_parser(self.regex, self.group_names, self.converters) if self.regex else self.parse_slow
+        self.fast = (_fast_parser(self.regex, self.group_names, self.converters) if self.regex
+                     else self.parse_slow)
 
     def parse_fast(self, text: str) -> dict[str, Any] | None:
         """The compiled ``re`` path (falls back to pyparsing for rules it could not compile)."""
@@ -185,9 +188,9 @@ class Rule:
         except pp.ParseBaseException:
             return None
         out: dict[str, Any] = {}
-        for name, value in res.as_dict().items():
-            if isinstance(value, list):  # a repeated field keeps its last value, as in re
-                value = value[-1]
+        for name, found in res.as_dict().items():
+            # a repeated field keeps its last value, as in re
+            value = found[-1] if isinstance(found, list) else found
             if value is None or isinstance(value, (dict, list)):
                 continue
             conv = self.converters.get(name)
@@ -215,7 +218,8 @@ def _fast_parser(regex: re.Pattern[str], group_names: dict[str, str],
             value = f"c_{gname}(v)"
         body += [f"    v = g[{index - 1}]", "    if v is not None:", f"        d[{name!r}] = {value}"]
     body.append("    return d")
-    exec("\n".join(body), ns)  # noqa: S102 - our own generated source, from our own grammar
+    # exec of our own generated source, from our own grammar
+    exec("\n".join(body), ns)
     return ns["fast"]
 
 

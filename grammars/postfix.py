@@ -1,14 +1,17 @@
 """Postfix: one rule per line shape, dispatched on the daemon and the message's first word.
 
 The message reaches these rules with its queue-ID prefix already split off by ``QUEUE_PREFIX``
-(``NOQUEUE: `` / ``4F9D195432: `` / ``3Pt2mN2VXxznjll: ``). Sample lines (fixtures/postfix/):
+(``NOQUEUE: `` / ``4F9D195432: `` / ``3Pt2mN2VXxznjll: ``). Sample lines (fixtures/postfix/; a long
+line is wrapped here, its continuation indented after "…"):
 
     connect from unknown[127.0.0.2]:40312
     4F9D195432: client=unknown[127.0.0.2]:40312
-    NOQUEUE: reject: RCPT from unknown[127.0.0.2]:40312: 554 5.7.1 <x@relay.test>: Relay access denied; from=<a@client.example> to=<x@relay.test> proto=ESMTP helo=<client.example>
+    NOQUEUE: reject: RCPT from unknown[127.0.0.2]:40312: 554 5.7.1 <x@relay.test>: Relay access denied;
+        … from=<a@client.example> to=<x@relay.test> proto=ESMTP helo=<client.example>
     4F9D195432: message-id=<20261122015126.4F9D195432@mx.test>
     4F9D195432: from=<a@client.example>, size=412, nrcpt=1 (queue active)
-    4F9D195432: to=<bob@local.test>, relay=local, delay=0.02, delays=0.01/0/0/0, dsn=2.0.0, status=sent (delivered to mailbox)
+    4F9D195432: to=<bob@local.test>, relay=local, delay=0.02, delays=0.01/0/0/0, dsn=2.0.0,
+        … status=sent (delivered to mailbox)
     disconnect from unknown[127.0.0.2]:40312 ehlo=1 mail=1 rcpt=1/2 data=1 quit=1 commands=5/6
 """
 
@@ -104,7 +107,8 @@ RULES: list[Rule] = [
     Rule("smtpd_connect", seq("connect from ", namaddr()), ("connect",), SMTPD),
     Rule("smtpd_disconnect", seq("disconnect from ", namaddr(), opt(" ", rx(r".*", "counts", COUNTS))),
          ("disconnect",), SMTPD),
-    Rule("smtpd_client", seq("client=", namaddr(), rx(r"(?:, .*)?", "extra", kv_commas)), ("client=",), SMTPD),
+    Rule("smtpd_client", seq("client=", namaddr(), rx(r"(?:, .*)?", "extra", kv_commas)), ("client=",),
+         SMTPD),
     Rule(
         "smtpd_reject",
         seq(ACTION, ": ", STAGE, " from ", namaddr(), ": ", REPLY_TAIL),
@@ -130,7 +134,8 @@ RULES: list[Rule] = [
     ),
     Rule("smtpd_pipelining", seq("improper command pipelining after ", STAGE, " from ", namaddr(),
                                  rx(r".*", "rest")), ("improper",), SMTPD),
-    Rule("smtpd_ssl_error", seq("SSL_accept error from ", namaddr(), rx(r".*", "rest")), ("SSL_accept",), SMTPD),
+    Rule("smtpd_ssl_error", seq("SSL_accept error from ", namaddr(), rx(r".*", "rest")), ("SSL_accept",),
+         SMTPD),
     Rule("smtpd_table_changed", seq("table ", rx(r"\S+", "table"), " has changed -- restarting"),
          ("table",), SMTPD),
     Rule("smtpd_starttls_fail", seq("STARTTLS ", rx(r".*", "rest")), ("STARTTLS",), SMTPD),
@@ -188,8 +193,8 @@ RULES: list[Rule] = [
                               rx(r" .*", "rest")), ("lost", "conversation"), DELIVERY_AGENTS),
     Rule("delivery_starttls_offer", seq("Host offered STARTTLS: [", rx(r"[^\]]*", "relay_name"), "]"),
          ("Host",), DELIVERY_AGENTS),
-    Rule("delivery_passing", seq("passing <", rx(r"[^>]*", "rcpt_to"), "> to transport=", rx(r"\S+", "transport")),
-         ("passing",)),
+    Rule("delivery_passing", seq("passing <", rx(r"[^>]*", "rcpt_to"), "> to transport=",
+                                 rx(r"\S+", "transport")), ("passing",)),
     # --- bounce --------------------------------------------------------------------------
     Rule("bounce_notification", seq(rx(r"sender|postmaster", "audience"), " ",
                                     rx(r"non-delivery|delay|delivery status|success", "kind"),
@@ -217,15 +222,16 @@ RULES: list[Rule] = [
                                ", configuration ", rx(r".*", "config")), ("daemon", "reload"), ("master",)),
     Rule("master_terminating", seq("terminating on signal ", rx(r"\d+", "signal", as_int)), ("terminating",),
          ("master",)),
-    Rule("master_process_exit", seq("warning: process ", rx(r"\S+", "path"), " pid ", rx(r"\d+", "child_pid", as_int),
-                                    " ", rx(r"exit status|killed by signal", "how"), " ",
+    Rule("master_process_exit", seq("warning: process ", rx(r"\S+", "path"), " pid ",
+                                    rx(r"\d+", "child_pid", as_int), " ",
+                                    rx(r"exit status|killed by signal", "how"), " ",
                                     rx(r"\d+", "code", as_int)), ("warning",), ("master",)),
     Rule("statistics", seq("statistics: ", rx(r".*", "rest")), ("statistics",), ("anvil", "scache")),
     Rule("postfix_script", rx(r"(?:starting|stopping|refreshing|waiting for) the Postfix mail system.*|"
                               r"Postfix is running.*|the Postfix mail system is .*", "what"),
          ("starting", "stopping", "refreshing", "waiting", "Postfix", "the"), ("postfix-script",)),
-    Rule("tlsproxy_conn", seq(rx(r"CONNECT|DISCONNECT", "verdict"), rx(r".*", "rest")), ("CONNECT", "DISCONNECT"),
-         ("tlsproxy",)),
+    Rule("tlsproxy_conn", seq(rx(r"CONNECT|DISCONNECT", "verdict"), rx(r".*", "rest")),
+         ("CONNECT", "DISCONNECT"), ("tlsproxy",)),
     # --- any daemon: diagnostics, kept as parsed (warning lines are real Postfix output) ----
     Rule("diagnostic", seq(rx(r"warning|error|fatal|panic", "severity"), ": ", rx(r".*", "text")),
          ("warning", "error", "fatal", "panic")),

@@ -81,11 +81,12 @@ def _entry_point_modules() -> list[ModuleType]:
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         try:
             mod = ep.load()
-            if not isinstance(getattr(mod, "MTA", None), str) or not isinstance(getattr(mod, "RULES", None), list):
+            if (not isinstance(getattr(mod, "MTA", None), str)
+                    or not isinstance(getattr(mod, "RULES", None), list)):
                 raise TypeError("it must be a module with MTA (a string) and RULES (a list)")
         except Exception as exc:  # noqa: BLE001 - a third party's plugin must not stop the run
-            logging.getLogger("maillog2otel").warning("grammar entry point %s (%s) skipped: %s", ep.name, ep.value,
-                                                      exc)
+            logging.getLogger("maillog2otel").warning("grammar entry point %s (%s) skipped: %s",
+                                                      ep.name, ep.value, exc)
             continue
         out.append(mod)
     return out

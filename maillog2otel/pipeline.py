@@ -214,9 +214,8 @@ class Pipeline:
                     c.rejected += 1
                 if agg:
                     agg.count(o)
-            elif isinstance(o, MessageDone):
-                if self.traces_on:
-                    stitch(o, now)
+            elif isinstance(o, MessageDone) and self.traces_on:
+                stitch(o, now)
         if self.stitcher.hold and (self.stitcher.server_window_ns == 0 or self.stitcher.hold[0][0] <= now):
             self._release(self.stitcher.release(now))
 

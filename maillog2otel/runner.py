@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
@@ -45,10 +46,8 @@ def _total_bytes(paths: list[str]) -> int:
     total = 0
     for p in paths:
         if p != "-" and not p.endswith(".gz"):
-            try:
+            with contextlib.suppress(OSError):
                 total += os.stat(p).st_size
-            except OSError:
-                pass
     return total
 
 
@@ -77,10 +76,9 @@ def run_backfill(paths: list[str], settings: Settings, *, grammars_dir: str | No
     started = time.monotonic()
     code = 0
     try:
-        n = 0
-        for rec in backfill_records(paths, settings, pipeline, stats):
+        # n counts the lines fed so far (from 1): progress every 16384 lines
+        for n, rec in enumerate(backfill_records(paths, settings, pipeline, stats), start=1):
             pipeline.feed(rec)
-            n += 1
             if not n & 0x3FFF:
                 progress.update(stats, pipeline.counters.lines)
                 ops.update(sources=paths)
@@ -186,7 +184,8 @@ def run_check(paths: list[str], settings: Settings, *, strict: bool, grammars_di
             key = attr.split("|", 1)[0]
             d[key] = d.get(key, 0) + series.value
     w = sys.stdout.write
-    w(f"{c.lines:,} lines: {c.parsed:,} parsed, {c.foreign:,} foreign (other programs), {c.unparsed:,} unparsed\n")
+    w(f"{c.lines:,} lines: {c.parsed:,} parsed, {c.foreign:,} foreign (other programs), "
+      f"{c.unparsed:,} unparsed\n")
     w(f"{c.connections:,} connections, {c.messages:,} messages queued, {c.deliveries:,} delivery attempts, "
       f"{c.rejected:,} rejections reconstructed\n\n")
     w(f"{'mta':<8} {'program':<32} {'parsed':>10} {'unparsed':>10}\n")
@@ -196,16 +195,16 @@ def run_check(paths: list[str], settings: Settings, *, strict: bool, grammars_di
         w(f"{'foreign':<8} {prog[:32]:<32} {'':>10} {'':>10}  {n:,} lines of another program\n")
     mtas_seen = sorted({m for m, _ in c.by_program if m != "?"})
     if mtas_seen:
-        w(f"\n{'mta':<8} {'connections':>11} {'queued':>8} {'deliveries':>10} {'delivered':>9} {'deferred':>8} "
-          f"{'bounced':>7} {'rejected':>8} {'open sessions':>13} {'open messages':>13}\n")
+        w(f"\n{'mta':<8} {'connections':>11} {'queued':>8} {'deliveries':>10} {'delivered':>9} "
+          f"{'deferred':>8} {'bounced':>7} {'rejected':>8} {'open sessions':>13} {'open messages':>13}\n")
         for mta in mtas_seen:
             spans = span_sink.by_mta.get(mta, {})
             m = per_mta.get(mta, {})
             o = open_now.get(mta, {})
             w(f"{mta:<8} {spans.get('smtp.connection', 0):>11,} {int(m.get('queued', 0)):>8,} "
-              f"{spans.get('smtp.delivery', 0):>10,} {int(m.get('delivered', 0)):>9,} {int(m.get('deferred', 0)):>8,} "
-              f"{int(m.get('bounced', 0)):>7,} {int(m.get('rejected', 0)):>8,} {o.get('sessions', 0):>13,} "
-              f"{o.get('messages', 0):>13,}\n")
+              f"{spans.get('smtp.delivery', 0):>10,} {int(m.get('delivered', 0)):>9,} "
+              f"{int(m.get('deferred', 0)):>8,} {int(m.get('bounced', 0)):>7,} "
+              f"{int(m.get('rejected', 0)):>8,} {o.get('sessions', 0):>13,} {o.get('messages', 0):>13,}\n")
     for mta, counts in open_now.items():
         if any(counts.values()):
             w(f"\nleft open at the end ({mta}): " + ", ".join(f"{v:,} {k}" for k, v in counts.items())
@@ -218,8 +217,8 @@ def run_check(paths: list[str], settings: Settings, *, strict: bool, grammars_di
         for shape, (count, example) in sorted(c.shapes.items(), key=lambda kv: -kv[1][0])[:20]:
             w(f"{count:>8,}  {shape}\n          e.g. {example[:200]}\n")
     if stats.invalid_utf8 or stats.oversized:
-        w(f"\ninput: {stats.invalid_utf8:,} lines with invalid UTF-8 (replaced), {stats.oversized:,} lines over "
-          f"1 MiB (cut)\n")
+        w(f"\ninput: {stats.invalid_utf8:,} lines with invalid UTF-8 (replaced), "
+          f"{stats.oversized:,} lines over 1 MiB (cut)\n")
     for err in stats.errors:
         w(f"error: {err}\n")
     return 1 if (strict and c.unparsed) or stats.errors else 0
@@ -267,6 +266,7 @@ def run_tail(paths: list[str], settings: Settings, *, state_path: str | None = N
         lines = [*tailer.summary(), f"time      {elapsed:.1f}s"]
         if ops.exporter is not None:
             lines.append(f"logs      {ops.exporter.stats.records:,} log records exported"
-                         + (f", {ops.exporter.stats.failed:,} dropped (--lossy)" if ops.exporter.stats.failed else ""))
+                         + (f", {ops.exporter.stats.failed:,} dropped (--lossy)"
+                            if ops.exporter.stats.failed else ""))
         sys.stderr.write("".join(f"maillog2otel: {line}\n" for line in lines))
     return code

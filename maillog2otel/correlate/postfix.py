@@ -16,7 +16,14 @@ from typing import Any
 
 from maillog2otel.correlate.base import NS, CorrelateSettings, Grace, Stats, Table
 from maillog2otel.records import (
-    Connection, Count, Delivery, Event, LogContext, MessageDone, Output, SpanEvent,
+    Connection,
+    Count,
+    Delivery,
+    Event,
+    LogContext,
+    MessageDone,
+    Output,
+    SpanEvent,
 )
 from maillog2otel.telemetry.ids import ids_for, span_id_for
 
@@ -33,9 +40,9 @@ _COMMANDS = ("helo", "ehlo", "xclient", "xforward", "starttls", "auth", "mail", 
              "rset", "noop", "vrfy", "etrn", "quit", "help", "unknown")
 
 
-_ORDER = {"smtp.helo": 0, "smtp.ehlo": 0, "smtp.starttls": 1, "smtp.mail": 2, "smtp.rcpt": 3, "smtp.reject": 3,
-          "smtp.data": 4, "smtp.content_action": 4, "smtp.queue_ok": 5, "smtp.reset_transaction": 6,
-          "smtp.abort": 7}
+_ORDER = {"smtp.helo": 0, "smtp.ehlo": 0, "smtp.starttls": 1, "smtp.mail": 2, "smtp.rcpt": 3,
+          "smtp.reject": 3, "smtp.data": 4, "smtp.content_action": 4, "smtp.queue_ok": 5,
+          "smtp.reset_transaction": 6, "smtp.abort": 7}
 
 
 def next_hop_queue_id(text: str) -> str | None:
@@ -90,8 +97,10 @@ class PostfixCorrelator:
     def __init__(self, settings: CorrelateSettings | None = None) -> None:
         self.s = settings or CorrelateSettings()
         self.stats = Stats()
-        self.sessions: Table[tuple[str, str, int], Session] = Table(self.s.max_sessions, self.stats, "session")
-        self.messages: Table[tuple[str, str, str], Message] = Table(self.s.max_messages, self.stats, "message")
+        self.sessions: Table[tuple[str, str, int], Session] = Table(self.s.max_sessions, self.stats,
+                                                                    "session")
+        self.messages: Table[tuple[str, str, str], Message] = Table(self.s.max_messages, self.stats,
+                                                                    "message")
         self.closing: Grace[Session] = Grace()
         self.screened: dict[tuple[str, str], tuple[int, str]] = {}  # (host, ip) -> postscreen verdict
         self.client_tls: dict[tuple[str, str, int], dict[str, Any]] = {}  # smtp pid -> TLS of next to=
@@ -209,7 +218,8 @@ class PostfixCorrelator:
             self.stats.bump("session_superseded")
             out.append(self._connection(old))
         port = f.get("client_port")
-        trace_id, span_id = ids_for(f"{rec.host}|postfix|{key[1]}|{key[2]}|{rec.ts_ns}|{f['client_address']}:{port}")
+        trace_id, span_id = ids_for(f"{rec.host}|postfix|{key[1]}|{key[2]}|{rec.ts_ns}|"
+                                    f"{f['client_address']}:{port}")
         attrs: dict[str, Any] = {"mta.name": MTA, "client.address": f["client_address"],
                                  "smtp.service": f.get("service", "smtpd"), "process.pid": key[2]}
         if port is not None:
@@ -598,9 +608,10 @@ def _events_state(events: list[SpanEvent]) -> list[list[Any]]:
 
 
 def _session_state(s: Session) -> dict[str, Any]:
-    return {"key": list(s.key), "trace_id": s.trace_id.hex(), "span_id": s.span_id.hex(), "start_ns": s.start_ns,
-            "last_ns": s.last_ns, "attrs": s.attrs, "events": _events_state(s.events), "error": s.error,
-            "end_ns": s.end_ns, "counts": s.counts, "helo": s.helo, "tls_ns": s.tls_ns, "sender": s.sender}
+    return {"key": list(s.key), "trace_id": s.trace_id.hex(), "span_id": s.span_id.hex(),
+            "start_ns": s.start_ns, "last_ns": s.last_ns, "attrs": s.attrs, "events": _events_state(s.events),
+            "error": s.error, "end_ns": s.end_ns, "counts": s.counts, "helo": s.helo, "tls_ns": s.tls_ns,
+            "sender": s.sender}
 
 
 def _session_from(d: dict[str, Any]) -> Session:
@@ -623,7 +634,8 @@ def _message_state(m: Message) -> dict[str, Any]:
 
 def _message_from(d: dict[str, Any]) -> Message:
     m = Message(tuple(d["key"]), bytes.fromhex(d["trace_id"]),  # type: ignore[arg-type]
-                bytes.fromhex(d["parent_span_id"]) if d["parent_span_id"] else None, d["first_ns"], d["last_ns"])
+                bytes.fromhex(d["parent_span_id"]) if d["parent_span_id"] else None,
+                d["first_ns"], d["last_ns"])
     for f in _MESSAGE_FIELDS:
         setattr(m, f, d[f])
     return m
