@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .common import Rule, alt, as_int, lit, opt, rx, seq
+from .common import Rule, alt, lit, opt, rx, seq
 
 MTA = "exim"
 
@@ -64,6 +64,8 @@ _HOST_RE = re.compile(r"(?:(?P<name>[^\s\[\]()]+) )?(?:DS )?(?:\((?P<helo>[^)]*)
 _ADDR_PORT = re.compile(r"\[(?P<address>[^\]]*)\](?::(?P<port>\d+))?")
 _DUR_RE = re.compile(r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?")
 _UNESCAPE = re.compile(r"\\(.)")
+_VALUE_RE = re.compile(_VALUE)
+_OPENERS = frozenset('"<')
 _INTS = {"S", "M8S"}
 _DURATIONS = {"D", "DT", "QT", "RT"}
 # A log repeats a few hundred durations (``0.001s``) and interfaces (``[127.0.0.1]:25``) on
@@ -95,8 +97,12 @@ def host(text: str) -> dict[str, Any]:
     m = _HOST_RE.fullmatch(text)
     if m is None:  # pragma: no cover - the grammar only hands over text HOSTV matched
         return {"raw": text}
+    return _host_dict(m)
+
+
+def _host_dict(m: re.Match[str]) -> dict[str, Any]:
     name, helo, address, port, reused = m.groups()
-    out: dict[str, Any] = {"raw": text, "address": address}
+    out: dict[str, Any] = {"raw": m[0], "address": address}
     if name:
         out["name"] = name
     if helo is not None:
@@ -121,9 +127,67 @@ def _interface(text: str) -> dict[str, Any]:
     return dict(got)  # each event its own: a consumer may change it
 
 
+def _int_or_text(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
+
+
+_CONVERT = {"S": _int_or_text, "M8S": _int_or_text, "D": seconds, "DT": seconds, "QT": seconds, "RT": seconds,
+            "I": _interface}
+
+
 def tags(text: str) -> dict[str, Any]:
     """A tag region -> dict: quotes and angle brackets removed, ``H``/``I`` as dicts, ``S`` as int,
-    durations as seconds, bare flags as True. A repeated tag keeps its first value."""
+    durations as seconds, bare flags as True. A repeated tag keeps its first value.
+
+    ``text`` is what ``TAGS``/``LEAD_TAGS`` matched, so its tags are separated by single spaces and
+    a value holds a space only inside quotes, angle brackets or an H= host: split on spaces, and
+    only those values are measured with a regex (from where they start, the same first match the
+    grammar took). ``_tags_by_regex`` reads the same dict with one regex match per tag, slower;
+    it is the one taken if the text is ever not a tag region."""
+    if not text:
+        return {}
+    pieces = text.split(" ")
+    last = len(pieces) - 1
+    colon_end = text[-1] == ":"  # a value never ends in ":" at the end of the text
+    out: dict[str, Any] = {}
+    it = enumerate(pieces)
+    if text[0] == " ":
+        next(it)
+    for i, piece in it:
+        key, eq, val = piece.partition("=")
+        if not eq:
+            out[piece] = True
+            continue
+        if key == "H" or val[:1] in _OPENERS:  # a value that may hold spaces
+            start = sum(map(len, pieces[:i])) + i + len(key) + 1
+            m = (_HOST_RE if key == "H" else _VALUE_RE).match(text, start)
+            if m is None:
+                return _tags_by_regex(text)
+            val = m[0]
+            for _ in range(val.count(" ")):
+                next(it)
+            if key in out:
+                continue
+            if key == "H":
+                out["H"] = _host_dict(m)
+                continue
+            if val[:1] == '"':
+                val = val[1:-1]
+                if "\\" in val:
+                    val = _UNESCAPE.sub(r"\1", val)
+            elif val[-1:] == ">":
+                val = val[1:-1]
+        else:
+            if key in out:
+                continue
+            if colon_end and i == last:
+                val = _VALUE_RE.match(text, len(text) - len(val))[0]  # type: ignore[index]
+        conv = _CONVERT.get(key)
+        out[key] = val if conv is None else conv(val)
+    return out
+
+
+def _tags_by_regex(text: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for raw, name, helo, address, port, reused, key, value, bare in _TOKENS.findall(text):
         if key:
@@ -161,8 +225,8 @@ def tags(text: str) -> dict[str, Any]:
     return out
 
 
-def words(text: str) -> list[str]:
-    return text.split()
+# converters called on every line are builtins where one fits (int, str.split): no Python frame
+words = str.split
 
 
 def sender(text: str) -> str:
@@ -207,7 +271,7 @@ RULES: list[Rule] = [
                         opt(" DT=", rx(DURATION, "DT", seconds))), ("**",)),
     # deferral_log: [R= T=| routing] defer (errno)[: strerror][ H=…][ DT=][: message]
     Rule("deferral", seq("== ", ADDRESS_PART, rx(TAGS, "tags", tags), opt(rx(r" routing", "routing")),
-                         " defer (", rx(r"-?\d+", "errno", as_int), ")",
+                         " defer (", rx(r"-?\d+", "errno", int), ")",
                          opt(": ", rx(rf"(?>.*?(?={TAGS}(?:: |\Z)))", "strerror")), rx(TAGS, "tags2", tags),
                          opt(": ", rx(r".*", "message"))), ("=",)),
     Rule("completed", seq("Completed", opt(" QT=", rx(DURATION, "QT", seconds))), ("Completed",)),
@@ -219,7 +283,7 @@ RULES: list[Rule] = [
     Rule("error_ignored", seq(ADDRESS, ": error ignored"), ()),
     # a transport's note on one host, before its == / ** line (transports/smtp.c write_logs)
     Rule("host_error", seq("H=", rx(r"[^\s\[]\S*", "relay_name"), " [", rx(r"[^\]]*", "relay_address"), "]",
-                           opt(":", rx(r"\d+", "relay_port", as_int)), opt(rx(r"\*", "reused")),
+                           opt(":", rx(r"\d+", "relay_port", int)), opt(rx(r"\*", "reused")),
                            alt(seq(": ", rx(r".*", "error")),
                                seq(" ", rx(r"(?![A-Za-z][A-Za-z0-9]*\*?=|Warning: )[A-Z].*", "error")))),
          ("H=",)),
@@ -227,7 +291,7 @@ RULES: list[Rule] = [
     # --- SMTP sessions --------------------------------------------------------------------------
     Rule("connection_open", seq("SMTP connection from ", alt(
         seq(rx(HOSTV, "host", host), rx(TAGS, "tags", tags), " (TCP/IP connection count = ",
-            rx(r"\d+", "count", as_int), ")"),
+            rx(r"\d+", "count", int), ")"),
         rx(r"[^\s\[(]\S*(?: \(via inetd\))?", "user"))), ("SMTP",)),
     Rule("connection_closed", seq(CONNECTION_FROM, rx(TAGS, "tags", tags), " closed ",
                                   rx(r"(?:by|after) .+", "reason")), ("SMTP",)),
@@ -299,13 +363,13 @@ RULES: list[Rule] = [
     Rule("vrfy_etrn", seq(rx(r"VRFY failed for |ETRN ", "what"), REST), ("VRFY", "ETRN")),
     # --- daemon and queue runners ---------------------------------------------------------------
     Rule("daemon_started", seq("exim ", rx(r"\S+", "version"), " daemon started: pid=",
-                               rx(r"\d+", "daemon_pid", as_int), rx(r"(?:, .*)?", "detail")), ("exim",)),
-    Rule("daemon_signal", seq("pid ", rx(r"\d+", "daemon_pid", as_int), ": ", REST), ("pid",)),
-    Rule("queue_run", seq(rx(r"Start|End", "what"), " queue run: pid=", rx(r"\d+", "runner_pid", as_int),
+                               rx(r"\d+", "daemon_pid", int), rx(r"(?:, .*)?", "detail")), ("exim",)),
+    Rule("daemon_signal", seq("pid ", rx(r"\d+", "daemon_pid", int), ": ", REST), ("pid",)),
+    Rule("queue_run", seq(rx(r"Start|End", "what"), " queue run: pid=", rx(r"\d+", "runner_pid", int),
                           rx(r".*", "detail")), ("Start", "End")),
-    Rule("arguments", seq("cwd=", rx(r"\S+", "cwd"), " ", rx(r"\d+", "argc", as_int), " args: ", REST),
+    Rule("arguments", seq("cwd=", rx(r"\S+", "cwd"), " ", rx(r"\d+", "argc", int), " args: ", REST),
          ("cwd=",)),
-    Rule("listen_backlog", seq("listen backlog ", rx(r"\d+", "backlog", as_int), " I=",
+    Rule("listen_backlog", seq("listen backlog ", rx(r"\d+", "backlog", int), " I=",
                                rx(r"\S+", "interface")), ("listen",)),
     Rule("lost_privilege", lit("exim user lost privilege for using -C option"), ("exim",)),
     # --- reject log: the lines after an entry's first one (header lines only if received) --------

@@ -3,6 +3,7 @@ every fixture line, and the fast ``re`` path against pyparsing itself."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -537,3 +538,47 @@ def test_fast_path_agrees_on_mutated_fixture_lines(message: str, at: int, insert
                                   "é" * 500, "1xUxoO-0002fg-0q", "1xUxoO-0002fg-0q => "])
 def test_garbage_is_unparsed(junk: str) -> None:
     assert parse(junk) is None and parse(junk, SLOW) is None
+
+
+# --- tag regions: the split-on-spaces reader against the one-regex-match-per-tag reader ----------
+
+def _same(a: dict, b: dict) -> bool:
+    """Equal, key order included (nested H/I dicts too)."""
+    nested = all(list(v) == list(b[k]) for k, v in a.items() if isinstance(v, dict))
+    return a == b and list(a) == list(b) and nested
+
+
+_TAGS_RE = re.compile(exim.TAGS)
+_LEAD_RE = re.compile(exim.LEAD_TAGS)
+
+
+def test_tag_readers_agree_on_every_fixture_region() -> None:
+    seen = 0
+    for rec in fixture_records():
+        body = _bare(rec)
+        for start in range(len(body)):
+            for pattern in (_TAGS_RE, _LEAD_RE):
+                m = pattern.match(body, start)
+                if m is not None and m.end() > start:
+                    region = m[0]
+                    assert _same(exim.tags(region), exim._tags_by_regex(region)), region
+                    seen += 1
+    assert seen > 1000
+
+
+_TAG_PIECES = ["H=", "(x y) ", "()", "DS ", "[1.2.3.4]", "[::1]", ":25", "*", "n.x ", " I=[1.1.1.1]:25",
+               " F=<a@b>", " F=<a b>", " F=<a", ' C="250 \\" ok"', ' C="a b"', '"', "\\", "<", ">", " S=12",
+               " S=x", " DT=0.1s", " D=1m2s", " QT=", ":", "::", ": ", " DS", " K", " L-", " PRDR", " TFO*",
+               " X=TLS1.3:A:256", " id*=x", " A=login:u", "x", "=", " ", "\t", "é", "\u00a0", "a=b:c", " H=",
+               " H=mx DS (h e) [1.2.3.4]:5*"]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from(_TAG_PIECES), max_size=14).map("".join))
+def test_tag_readers_agree_on_generated_regions(text: str) -> None:
+    """Whatever ``TAGS``/``LEAD_TAGS`` accept (from the start of the text) reads the same both ways."""
+    for pattern in (_TAGS_RE, _LEAD_RE):
+        m = pattern.match(text)
+        if m is not None:
+            region = m[0]
+            assert _same(exim.tags(region), exim._tags_by_regex(region)), region
