@@ -189,3 +189,29 @@ def test_rotation_order_and_straddling_mail(tmp_path: Path) -> None:
                          timezone="UTC")
     assert [(s.span_id, s.end_ns, s.attrs) for s in split.spans] == \
         [(s.span_id, s.end_ns, s.attrs) for s in whole.spans]
+
+
+def test_a_backfill_expires_state_in_log_time(tmp_path: Path) -> None:
+    """A backfill never ticks, so the correlator expires by the lines' own time: a session with no
+    disconnect ends as "session idle" once an hour of log passes (not at the end of the log), and a
+    message never removed leaves the state after the retention; both are counted."""
+    log = tmp_path / "idle.log"
+    lines = ["Nov 20 01:00:00 mx postfix/smtpd[10]: connect from a.example[192.0.2.1]:4000",
+             "Nov 20 01:00:01 mx postfix/smtpd[10]: 4F9D195432: client=a.example[192.0.2.1]:4000",
+             "Nov 20 01:00:01 mx postfix/cleanup[11]: 4F9D195432: message-id=<x@a.example>"]
+    # a busy day after: other sessions come and go every 30 min, for 8 days
+    for i in range(8 * 48):
+        t = 3 * 3600 + i * 1800
+        day, rest = 20 + t // 86400, t % 86400
+        stamp = f"Nov {day} {rest // 3600:02d}:{rest // 60 % 60:02d}:{rest % 60:02d}"
+        lines += [f"{stamp} mx postfix/smtpd[{20 + i}]: connect from b.example[192.0.2.2]:{5000 + i}",
+                  f"{stamp} mx postfix/smtpd[{20 + i}]: disconnect from b.example[192.0.2.2]:{5000 + i} "
+                  "ehlo=1 quit=1 commands=2"]
+    log.write_text("\n".join(lines) + "\n")
+    result = run_pipeline([str(log)], timezone="UTC", year=2026)
+    idle = [s for s in result.connections() if s.attrs["client.address"] == "192.0.2.1"]
+    assert len(idle) == 1 and idle[0].status_error == "session idle: no disconnect logged"
+    assert idle[0].end_ns == idle[0].start_ns + 1 * NS  # its last line, not the end of the log
+    assert result.stats["postfix"]["session_idle"] == 1
+    assert result.stats["postfix"]["message_expired_from_state"] == 1
+    assert len(result.connections()) == 1 + 8 * 48

@@ -60,15 +60,13 @@ class Table(Generic[K, V]):
     def __init__(self, cap: int, stats: Stats, name: str) -> None:
         self._d: OrderedDict[K, V] = OrderedDict()
         self.cap, self.stats, self.name = cap, stats, name
+        self.get = self._d.get  # looked up on most lines: the dict's own method, no wrapper call
 
     def __len__(self) -> int:
         return len(self._d)
 
     def __contains__(self, key: K) -> bool:
         return key in self._d
-
-    def get(self, key: K) -> V | None:
-        return self._d.get(key)
 
     def put(self, key: K, value: V) -> V | None:
         """Insert; returns an entry evicted to stay under the cap, if any."""

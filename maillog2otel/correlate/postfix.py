@@ -45,6 +45,9 @@ _ORDER = {"smtp.helo": 0, "smtp.ehlo": 0, "smtp.starttls": 1, "smtp.mail": 2, "s
           "smtp.reset_transaction": 6, "smtp.abort": 7}
 
 
+_EXPIRY_EVERY_NS = 60 * NS
+
+
 def next_hop_queue_id(text: str) -> str | None:
     m = NEXT_HOP_ID.search(text)
     return (m["pf"] or m["exim"] or m["haraka"]) if m else None
@@ -105,6 +108,7 @@ class PostfixCorrelator:
         self.screened: dict[tuple[str, str], tuple[int, str]] = {}  # (host, ip) -> postscreen verdict
         self.client_tls: dict[tuple[str, str, int], dict[str, Any]] = {}  # smtp pid -> TLS of next to=
         self.now_ns = 0
+        self._next_expiry = 0
         self._handlers = {
             "smtpd_connect": self._connect, "smtpd_disconnect": self._disconnect,
             "smtpd_client": self._client, "smtpd_reject": self._reject, "smtpd_abort": self._abort,
@@ -126,6 +130,9 @@ class PostfixCorrelator:
             if len(self.closing):
                 for sess in self.closing.due(ts):
                     out.append(self._connection(sess))
+            if ts >= self._next_expiry:  # a backfill never ticks: expire in log time as lines come
+                self._next_expiry = ts + _EXPIRY_EVERY_NS
+                self._expire(ts, out)
         handler = self._handlers.get(ev.rule)
         if handler is not None:
             handler(ev, out)
@@ -135,6 +142,10 @@ class PostfixCorrelator:
         """Emit what is due at log time ``now_ns``: closed sessions past their grace, sessions
         idle too long, messages kept past their retention."""
         out: list[Output] = [self._connection(s) for s in self.closing.due(now_ns)]
+        self._expire(now_ns, out)
+        return out
+
+    def _expire(self, now_ns: int, out: list[Output]) -> None:
         while (s := self.sessions.oldest()) is not None and now_ns - s.last_ns > self.s.session_idle_ns:
             self.sessions.pop(s.key)
             s.error = s.error or "session idle: no disconnect logged"
@@ -144,7 +155,6 @@ class PostfixCorrelator:
         while (m := self.messages.oldest()) is not None and now_ns - m.last_ns > self.s.message_retention_ns:
             self.messages.pop(m.key)
             self.stats.bump("message_expired_from_state")
-        return out
 
     def finish(self) -> list[Output]:
         """End of input: closed sessions go out; open ones end with ERROR "log ended"."""
