@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from maillog2otel.grammars import exim as exim_grammar
 
+from maillog2otel.correlate.base import CorrelateSettings
 from maillog2otel.correlate.exim import EximCorrelator
 from maillog2otel.framing import Framer, LocalClock, YearGuess
 from maillog2otel.parse import Grammar
@@ -426,3 +427,27 @@ def test_both_id_formats_in_one_log(tmp_path: Path) -> None:
     original, _ = load("default")
     assert result.counters.unparsed == 0
     assert _normalised(result) == _normalised(original)
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_without_span_events_connections_differ_only_in_events(name: str) -> None:
+    """No span exported (``span_events=False``): the same connections, attributes, times and command
+    counts (what the metrics read), without the events nobody would see."""
+    def outputs(settings: CorrelateSettings) -> list:
+        grammar = Grammar([exim_grammar])
+        framer = Framer(stream=0, clock=LocalClock("UTC"), year=YearGuess(2026), default_host="mx")
+        corr = EximCorrelator(settings)
+        out = []
+        for line in (FIX / f"{name}.mainlog").read_text().splitlines():
+            ev = grammar.parse(framer.frame(line, 0))  # type: ignore[arg-type]
+            if ev is not None:
+                out += corr.feed(ev)
+        return out + corr.finish()
+
+    full, lean = outputs(CorrelateSettings()), outputs(CorrelateSettings(span_events=False))
+    assert len(full) == len(lean) and any(isinstance(o, Connection) for o in full)
+    for a, b in zip(full, lean, strict=True):
+        if isinstance(a, Connection):
+            assert b.events == []
+            a.events = []
+        assert a == b

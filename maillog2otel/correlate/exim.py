@@ -329,7 +329,7 @@ class EximCorrelator:
                 group.remove(s)
                 if not group:
                     del self.synth[synth_key]
-        return build_connection(s)
+        return build_connection(s, self.s.span_events)
 
     def _partial(self, ev: Event, h: dict[str, Any] | None, user: str | None) -> Session:
         """A close line whose session began before the log did (or that no open line announced)."""

@@ -154,13 +154,14 @@ _COMMAND_ATTR = {name: f"smtp.command.{name}" for name in (
     "connect", "helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "rset", "quit", "noop")}
 
 
-def build_connection(s: Session) -> Connection:
+def build_connection(s: Session, with_events: bool = True) -> Connection:
     """The SERVER span of a session: real events as logged, the rest inferred from what is proven.
 
     Once per session, but with every event dict written out literally (not copied from a shared
-    one) and no per-attribute method calls: it was a quarter of Exim's correlation time."""
+    one) and no per-attribute method calls: it was a quarter of Exim's correlation time. Without
+    ``with_events`` (no span is exported) only what metrics read is made: the command counts."""
     s.emitted = True
-    events = list(s.events)
+    events = list(s.events) if with_events else []
     a = s.attrs
     tls = bool(a.get("smtp.tls"))
     helo = s.helo
@@ -178,7 +179,7 @@ def build_connection(s: Session) -> Connection:
         if "smtp.auth.method" in a:
             commands["auth"] = 1
     start = s.start_ns
-    for verb, name in (("helo", "smtp.helo"), ("ehlo", "smtp.ehlo")):
+    for verb, name in (("helo", "smtp.helo"), ("ehlo", "smtp.ehlo")) if with_events else ():
         for i in range(commands.get(verb, 0)):
             attrs: dict[str, Any] = {"smtp.event.inferred": True}
             if helo is not None:
@@ -192,22 +193,29 @@ def build_connection(s: Session) -> Connection:
     for t in s.txns:
         at = t.mail_ns or t.data_ns or t.queued_ns or t.start_ns
         mails += 1
+        accepted = t.accepted
+        n_accepted = len(accepted)
+        n_ok = max(n_accepted, 1 if t.data_ns is not None or t.queued_ns is not None else 0)
+        rcpts += n_ok + t.rejected_rcpts
+        datas += t.data_ns is not None
+        rsets += t.reset
+        if t.queued_ns is not None and t.end == "queued":
+            queued += 1
+            if t.size is not None:
+                a["smtp.message.size_bytes"] = t.size
+        if not with_events:
+            continue
         mail: dict[str, Any] = {"smtp.event.inferred": True}
         if t.mail_from is not None:
             mail["smtp.mail_from"] = t.mail_from
         events.append(SpanEvent("smtp.mail", at, mail))
-        accepted = t.accepted
-        n_accepted = len(accepted)
-        n_ok = max(n_accepted, 1 if t.data_ns is not None or t.queued_ns is not None else 0)
         for i in range(n_ok):
             rcpt: dict[str, Any] = {"smtp.event.inferred": True, "smtp.rcpt.accepted": True,
                                     "smtp.response.code": 250}
             if i < n_accepted:
                 rcpt["smtp.rcpt_to"] = accepted[i]
             events.append(SpanEvent("smtp.rcpt", at, rcpt))
-        rcpts += n_ok + t.rejected_rcpts
         if t.data_ns is not None:
-            datas += 1
             data: dict[str, Any] = {"smtp.event.inferred": True}
             if t.msgid is not None:
                 data["smtp.queue_id"] = t.msgid
@@ -217,12 +225,8 @@ def build_connection(s: Session) -> Connection:
                 data["smtp.message.size_bytes"] = t.size
             events.append(SpanEvent("smtp.data", t.data_ns, data))
         if t.queued_ns is not None and t.end == "queued":
-            queued += 1
             events.append(SpanEvent("smtp.queue_ok", t.queued_ns, {
                 "smtp.queue_id": t.msgid, "smtp.queue_msg": f"250 OK id={t.msgid}"}))
-            if t.size is not None:
-                a["smtp.message.size_bytes"] = t.size
-        rsets += t.reset
     # commands only rejection lines prove (EximCorrelator._count); k[:11] == is startswith without the call
     extra = {k[11:]: a.pop(k) for k in [k for k in a if k[:11] == _EXTRA]}
     if s.command_list is None:
@@ -242,7 +246,8 @@ def build_connection(s: Session) -> Connection:
     if s.synthetic:
         a["exim.reconstructed"] = "partial"
         a["smtp.connection.inferred"] = True
-    events.sort(key=_order)
+    if with_events:
+        events.sort(key=_order)
     end = max(s.end_ns or s.last_ns, start)
     c = Connection(MTA, s.host, s.trace_id, s.span_id, start, end, a, events, s.error, commands)
     # no open line and no D=: the span's length is not the session's, keep it out of the histogram
