@@ -48,6 +48,7 @@ _EXIM = re.compile(
     r"(?P<y>\d{4})-(?P<mo>\d\d)-(?P<d>\d\d) (?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d)(?:\.(?P<frac>\d{3}))?"
     r"(?: (?P<tz>[+-]\d{4}))? (?:\[(?P<pid>\d+)\] )?"
 )
+_EXIM_REST = re.compile(r"(?:\.(?P<frac>\d{3}))?(?: (?P<tz>[+-]\d{4}))? (?:\[(?P<pid>\d+)\] )?")
 _HARAKA_TS = re.compile(
     r"(?P<y>\d{4})-(?P<mo>\d\d)-(?P<d>\d\d)[T ](?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d)(?:\.(?P<frac>\d{1,9}))?"
     r"(?P<tz>Z|[+-]\d\d:?\d\d)? {1,2}"
@@ -55,6 +56,15 @@ _HARAKA_TS = re.compile(
 _HARAKA_BODY = re.compile(r"\[[A-Z]+\] \[|\{\"level\"|level=[A-Z]+ ")
 # Haraka's own untagged start-up lines (logger.js), which come before its first tagged line
 _HARAKA_START = re.compile(r"loglevel: [A-Z]+$|log format: [A-Z]+$|Starting up Haraka version ")
+
+
+def _haraka_after(text: str, m: re.Match[str]) -> bool:
+    """Whether a Haraka record follows a stamp ``_EXIM_REST`` read without zone or pid, judged as
+    ``Framer.frame``'s full path judges it: after the stamp and one or two spaces (``_HARAKA_TS``)."""
+    at = 20 + (4 if m["frac"] else 0)
+    if text[at:at + 1] == " ":
+        at += 1
+    return bool(_HARAKA_BODY.match(text, at) or _HARAKA_START.match(text, at))
 
 
 def _frac_ns(frac: str | None) -> int:
@@ -154,6 +164,10 @@ class Framer:
         # the same for RFC 3339 stamps (rsyslog's default on Debian 12): the first 19 characters
         # and the zone; the fraction differs line by line and is added
         self._iso_head = ""
+        # and for Exim's own stamps (its main log), while the stream is an Exim log
+        self._exim_head = ""
+        self._exim_tz: str | None = None
+        self._exim_ts = 0
         self._iso_tz: str | None = None
         self._iso_ts = 0
 
@@ -176,6 +190,15 @@ class Framer:
                     self.last_ns = ts = self._iso_ts + (_frac_ns(frac) if frac else 0)
                     return Record(ts, host, prog, int(pid) if pid else None, text[m.end():], None,
                                   self.stream, offset)
+        head = self._exim_head
+        if head and self.native == "exim" and text.startswith(head):
+            m = _EXIM_REST.match(text, 19)
+            if m is not None:
+                frac, tz, pid = m.groups()
+                if tz == self._exim_tz and (tz is not None or pid is not None or not _haraka_after(text, m)):
+                    self.last_ns = ts = self._exim_ts + (_frac_ns(frac) if frac else 0)
+                    return Record(ts, self.default_host, "exim", int(pid) if pid else None, text[m.end():],
+                                  "exim", self.stream, offset)
         c = text[:1]
         if c.isalpha() and (m := _BSD.match(text)):
             mo = _MONTHS.get(m["mon"])
@@ -213,6 +236,8 @@ class Framer:
                 if ts is None:
                     return None
                 self.native = "exim"
+                self._exim_head, self._exim_tz = text[:19], m["tz"]
+                self._exim_ts = ts - _frac_ns(m["frac"])
                 pid = int(m["pid"]) if m["pid"] else None
                 return self._native("exim", ts, pid, text[m.end():], offset)
         if c == "{" and text.startswith('{"') and ('"__REALTIME_TIMESTAMP"' in text or '"MESSAGE"' in text):

@@ -186,7 +186,26 @@ def test_stamp_cache_changes_nothing() -> None:
                         f"{head}.3Z level=INFO uuid=- x: y", f"{head}.4Z Starting up Haraka version 3",
                         f"{head}.5  [NOTICE] [-] [core] a: b"]
     assert len(iso) > 500
-    cached, plain = framer(), framer()
-    for line in lines + iso:
-        plain._bsd_head = plain._iso_head = ""  # the shortcuts off
-        assert cached.frame(line, 0) == plain.frame(line, 0), line
+    # Exim's own stamps: every main and reject log line of the fixtures, then Haraka-looking
+    # records (with one or two spaces) and stray shapes in the second an Exim line set
+    exim = [line for p in sorted(fixtures.rglob("*.mainlog")) + sorted(fixtures.rglob("*.rejectlog"))
+            for line in p.read_text(errors="replace").splitlines()]
+    assert len(exim) > 300
+    strays = []
+    for i, line in enumerate(exim):
+        if i % 9 == 0 and line[:2] == "20" and line[10:11] == " ":
+            head = line[:19]
+            for stray in (f"{head} [NOTICE] [-] [core] a: b", f"{head}  [NOTICE] [-] [core] a: b",
+                          f"{head}.123  [INFO] [-] [core] a", f"{head}.5 x", f"{head}.12345 [1] x",
+                          f"{head} log format: DEFAULT", f"{head}.001 Starting up Haraka version 3",
+                          f"{head} +0100 [7] x", f"{head} [7] 1rABCD-0001Ab-XY <= a@b",
+                          f"{head}  two spaces", f'{head} {{"level":"INFO"}}', f"{head}Z x"):
+                strays.append([line, stray])  # the Exim line first: the stray meets its stamp cached
+    # a stream that met a Haraka record stays Haraka: the Exim lines, and each stray after its
+    # Exim line, get streams of their own
+    for stream in [lines + iso, exim, *strays]:
+        cached, plain = framer(), framer()
+        for line in stream:
+            plain._bsd_head = plain._iso_head = plain._exim_head = ""  # the shortcuts off
+            assert cached.frame(line, 0) == plain.frame(line, 0), line
+    assert len(strays) > 100 and cached._exim_head, "the Exim stamp cache was never filled"
