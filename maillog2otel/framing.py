@@ -53,6 +53,7 @@ _HARAKA_TS = re.compile(
     r"(?P<y>\d{4})-(?P<mo>\d\d)-(?P<d>\d\d)[T ](?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d)(?:\.(?P<frac>\d{1,9}))?"
     r"(?P<tz>Z|[+-]\d\d:?\d\d)? {1,2}"
 )
+_HARAKA_REST = re.compile(r"(?:\.(?P<frac>\d{1,9}))?(?P<tz>Z|[+-]\d\d:?\d\d)? {1,2}")  # after 19 chars
 _HARAKA_BODY = re.compile(r"\[[A-Z]+\] \[|\{\"level\"|level=[A-Z]+ ")
 # Haraka's own untagged start-up lines (logger.js), which come before its first tagged line
 _HARAKA_START = re.compile(r"loglevel: [A-Z]+$|log format: [A-Z]+$|Starting up Haraka version ")
@@ -168,6 +169,9 @@ class Framer:
         self._exim_head = ""
         self._exim_tz: str | None = None
         self._exim_ts = 0
+        self._haraka_head = ""  # and Haraka's (timestamps=true)
+        self._haraka_tz: str | None = None
+        self._haraka_ts = 0
         self._iso_tz: str | None = None
         self._iso_ts = 0
 
@@ -199,6 +203,16 @@ class Framer:
                     self.last_ns = ts = self._exim_ts + (_frac_ns(frac) if frac else 0)
                     return Record(ts, self.default_host, "exim", int(pid) if pid else None, text[m.end():],
                                   "exim", self.stream, offset)
+        head = self._haraka_head
+        if head and self.native == "haraka" and text.startswith(head):
+            m = _HARAKA_REST.match(text, 19)
+            # only a record's own body is sure to be Haraka's: other text may read as syslog below
+            if m is not None and m["tz"] == self._haraka_tz and (
+                    _HARAKA_BODY.match(text, m.end()) or _HARAKA_START.match(text, m.end())):
+                frac = m["frac"]
+                self.last_ns = ts = self._haraka_ts + (_frac_ns(frac) if frac else 0)
+                return Record(ts, self.default_host, "haraka", None, text[m.end():], "haraka", self.stream,
+                              offset)
         c = text[:1]
         if c.isalpha() and (m := _BSD.match(text)):
             mo = _MONTHS.get(m["mon"])
@@ -230,6 +244,8 @@ class Framer:
                 if ts is None:
                     return None
                 self.native = "haraka"
+                self._haraka_head, self._haraka_tz = text[:19], m["tz"]
+                self._haraka_ts = ts - _frac_ns(m["frac"])
                 return self._native("haraka", ts, None, text[m.end():], offset)
             if m := _EXIM.match(text):
                 ts = self._iso_ns(m)
