@@ -47,10 +47,9 @@ class Grammar:
         # name carries); built as lines arrive, so a log pays only for the daemons it has
         self._programs: dict[str, tuple[str, dict[str | None, Candidates], dict[str, Any]]] = {}
         self._daemons: dict[str, dict[str | None, Candidates]] = {}
+        self._read_prefix: Callable[[str], tuple[dict[str, Any] | None, str, str]] | None = None
         if self.prefix is not None and self.fast and self._prefix_re is not None:
-            names = self.prefix.group_names
-            groups = sorted(self._prefix_re.groupindex.items(), key=lambda x: x[1])
-            self._prefix_groups = [(i - 1, names.get(g, g)) for g, i in groups]
+            self._read_prefix = _prefix_reader(self._prefix_re, self.prefix.group_names)
 
     def _candidates(self, daemon: str, key: str | None) -> Candidates:
         """The rules a line of ``daemon`` starting with ``key`` can be, in grammar order."""
@@ -72,16 +71,12 @@ class Grammar:
         daemon, table, prog_fields = prog
         body = rec.message if self.rewrite is None else self.rewrite(rec.message, self.fast)
         fields: dict[str, Any] | None = None
-        if self.prefix is not None:
-            if self.fast and self._prefix_re is not None:
-                m = self._prefix_re.match(body)
-                if m is not None:
-                    g = m.groups()
-                    fields = {name: g[i] for i, name in self._prefix_groups if g[i] is not None}
-                    body = body[m.end():]
-            else:
+        if self._read_prefix is not None:
+            fields, body, key = self._read_prefix(body)
+        else:
+            if self.prefix is not None:
                 body, fields = _slow_prefix(self.prefix, body)
-        key = _FIRST_WORD.match(body)[0]  # type: ignore[index]  # always matches (may be empty)
+            key = _FIRST_WORD.match(body)[0]  # type: ignore[index]  # always matches (may be empty)
         candidates = table.get(key)
         if candidates is None:
             candidates = self._candidates(daemon, key if key in self._keys else None)
@@ -96,6 +91,27 @@ class Grammar:
                     got.update(prog_fields)
                 return Event(name, got, rec)
         return None
+
+
+def _prefix_reader(regex: re.Pattern[str], names: dict[str, str]
+                   ) -> Callable[[str], tuple[dict[str, Any] | None, str, str]]:
+    """Writes the function that takes a line's prefix (Postfix's queue ID, Exim's stamp, pid and
+    message ID, Haraka's level, UUID and origin) apart: its fields, the rest of the message, and the
+    rest's first word (the dispatch key), read by a lookahead in the same match. Every line goes
+    through it; generated like the rules' own readers (``grammars.common._fast_parser``)."""
+    ns: dict[str, Any] = {
+        # the lookahead matches anywhere (it may be empty): it changes no match and no end
+        "match": re.compile(f"(?:{regex.pattern})(?=({_FIRST_WORD.pattern}))").match,
+        "first_word": _FIRST_WORD.match,
+    }
+    body = ["def read(text):", "    m = match(text)", "    if m is None:",
+            "        return None, text, first_word(text)[0]", "    g = m.groups()", "    d = {}"]
+    for gname, index in sorted(regex.groupindex.items(), key=lambda kv: kv[1]):
+        name = names.get(gname, gname)
+        body += [f"    v = g[{index - 1}]", "    if v is not None:", f"        d[{name!r}] = v"]
+    body.append("    return d, text[m.end():], g[-1]")
+    exec("\n".join(body), ns)  # our own generated source, from our own grammar
+    return ns["read"]
 
 
 def _last_component(program: str) -> tuple[str, dict[str, Any]]:

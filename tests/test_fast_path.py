@@ -179,3 +179,31 @@ def test_disconnect_counts_that_are_no_numbers_are_dropped_not_fatal(tmp_path: P
     assert conn.attrs["smtp.command.rcpt"] == 3 and conn.attrs["smtp.command.rcpt.ok"] == 2
     assert "smtp.command.ehlo" not in conn.attrs and "smtp.command.mail" not in conn.attrs
     assert r.counters.parsed == 2
+
+
+@pytest.mark.parametrize("module", [postfix, exim, haraka], ids=lambda m: m.MTA)
+def test_prefix_reader_equals_match_slice_and_first_word(module) -> None:
+    from maillog2otel.parse import _FIRST_WORD
+
+    grammar = Grammar([module])
+    assert grammar._read_prefix is not None
+    pattern = {"postfix": "postfix/*.log", "exim": "exim/*.mainlog", "haraka": "haraka/*.log"}[module.MTA]
+    seen = 0
+    for path in FIX.glob(pattern):
+        framer = Framer(stream=0, clock=LocalClock("UTC"), year=YearGuess(2026), default_host="mx")
+        for line in path.read_text(errors="replace").splitlines():
+            rec = framer.frame(line, 0)
+            if rec is None:
+                continue
+            body = rec.message if grammar.rewrite is None else grammar.rewrite(rec.message, True)
+            for text in (body, body[1:], "x" + body, ""):
+                m = grammar._prefix_re.match(text)
+                want_fields = None
+                rest = text
+                if m is not None:
+                    names = grammar.prefix.group_names
+                    want_fields = {names.get(g, g): v for g, v in m.groupdict().items() if v is not None}
+                    rest = text[m.end():]
+                assert grammar._read_prefix(text) == (want_fields, rest, _FIRST_WORD.match(rest)[0]), text
+                seen += 1
+    assert seen > 400
