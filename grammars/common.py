@@ -155,6 +155,9 @@ class Rule:
     expr: pp.ParserElement
     keys: tuple[str, ...] = ()
     programs: tuple[str, ...] = ()
+    # the rule as one ``re`` pattern (None: pyparsing serves it), compiled into ``regex`` and ``fast``
+    # on first use, so start-up pays only for the rules a log needs
+    pattern: str | None = field(default=None, repr=False)
     regex: re.Pattern[str] | None = field(default=None, repr=False)
     converters: dict[str, Converter] = field(default_factory=dict, repr=False)
     group_names: dict[str, str] = field(default_factory=dict, repr=False)
@@ -170,12 +173,22 @@ class Rule:
         self._anchored.parse_with_tabs()
         self.converters = _collect_converters(self.expr)
         try:
-            pattern, self.group_names = compile_rule(self.expr)
-            self.regex = re.compile(pattern)  # the flags pyparsing gives its Regex leaves: none
+            self.pattern, self.group_names = compile_rule(self.expr)
         except NotImplementedError:
-            self.regex = None  # pyparsing serves this rule on the slow path
-        self.fast = (_fast_parser(self.regex, self.group_names, self.converters) if self.regex
-                     else self.parse_slow)
+            self.pattern = None  # pyparsing serves this rule on the slow path
+        self.fast = self._compile_then_parse
+
+    def compile(self) -> Callable[[str], dict[str, Any] | None]:
+        """Compile the rule (once) and return ``fast``, its text -> fields reader."""
+        if self.pattern is None:
+            self.fast = self.parse_slow
+        elif self.regex is None:
+            self.regex = re.compile(self.pattern)  # the flags pyparsing gives its Regex leaves: none
+            self.fast = _fast_parser(self.regex, self.group_names, self.converters)
+        return self.fast
+
+    def _compile_then_parse(self, text: str) -> dict[str, Any] | None:
+        return self.compile()(text)
 
     def parse_fast(self, text: str) -> dict[str, Any] | None:
         """The compiled ``re`` path (falls back to pyparsing for rules it could not compile)."""

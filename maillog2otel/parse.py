@@ -37,8 +37,7 @@ class Grammar:
             from maillog2otel.grammars.common import Rule
 
             self.prefix = Rule("prefix", prefix)
-            pattern = self.prefix.regex.pattern if self.prefix.regex else None
-            self._prefix_re = re.compile(pattern) if pattern else None
+            self._prefix_re = re.compile(self.prefix.pattern) if self.prefix.pattern else None
         self.program_key: Callable[[str], tuple[str, dict[str, Any]]] = getattr(
             modules[0], "program_key", _last_component
         )
@@ -58,7 +57,7 @@ class Grammar:
         if found is None:
             keyed = [r for r in self.rules if key in r.keys and (not r.programs or daemon in r.programs)]
             loose = [r for r in self.rules if not r.keys and (not r.programs or daemon in r.programs)]
-            found = table[key] = [(r.name, r.fast if self.fast else r.parse_slow) for r in keyed + loose]
+            found = table[key] = [(r.name, r.compile() if self.fast else r.parse_slow) for r in keyed + loose]
         return found
 
     def parse(self, rec: Record) -> Event | None:
