@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 from maillog2otel.grammars import haraka
 
+from maillog2otel.correlate.base import CorrelateSettings
 from maillog2otel.correlate.haraka import HarakaCorrelator
 from maillog2otel.framing import Framer, LocalClock, YearGuess
 from maillog2otel.parse import Grammar
-from maillog2otel.records import Connection, Delivery, SpanData
+from maillog2otel.records import Connection, Count, Delivery, SpanData
 from maillog2otel.testing import Result, run_pipeline
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "haraka"
@@ -583,3 +584,29 @@ def test_notice_level_leaves_undecided_what_it_cannot_tell(tmp_path: Path) -> No
     spans = [d for d in result.deliveries() if d.attrs["smtp.message.origin"] == "smtpd"]
     # Temp failing and bouncing mail are INFO lines: at NOTICE only the deliveries show
     assert {d.attrs["smtp.rcpt_to"] for d in spans} == {"ok1@relay.test", "ok2@bounce.test", "ok3@relay.test"}
+
+
+@pytest.mark.parametrize("refused", ["", "sender", "recipient", "message", "queue"])
+def test_without_span_events_the_metrics_inputs_are_the_same(refused: str) -> None:
+    """With no span exported the connection is built without its events; what metrics read (hook
+    counts, times, and every count in the same order) must not change, refusals included: each
+    variant makes one kind of line of the fixture a refusal."""
+    word = re.compile(rf"(\] {refused} .*code=)(?:CONT|OK)\b") if refused else None
+    for name in SETS:
+        lines = (FIX / f"{name}.log").read_text().splitlines()
+        if word is not None:
+            lines = [word.sub(r"\1DENY", ln) for ln in lines]
+        full, fc = _feed(lines)
+        lean, lc = _feed(lines, HarakaCorrelator(CorrelateSettings(span_events=False)))
+        full += fc.finish()
+        lean += lc.finish()
+
+        def view(outs: list[Any]) -> list[Any]:
+            return [(o.start_ns, o.end_ns, o.commands, o.duration_known) if isinstance(o, Connection) else o
+                    for o in outs]
+
+        assert view(lean) == view(full), name
+        assert lc.stats.counts == fc.stats.counts
+        assert all(o.events == [] for o in lean if isinstance(o, Connection))
+        if refused:
+            assert any(isinstance(o, Count) and o.result == "rejected" for o in full), name

@@ -55,6 +55,7 @@ class HarakaCorrelator:
         self.s = settings or CorrelateSettings()
         self.stats = Stats()
         self.conns: Table[tuple[str, str], Conn] = Table(self.s.max_sessions, self.stats, "session")
+        self._conns_get = self.conns.get
         self.closing: Grace[Conn] = Grace()
         self.closing_due: int | None = None  # when the first of ``closing`` is due: most lines need no look
         self.outbound = Outbound(self.s, self.stats)
@@ -90,7 +91,8 @@ class HarakaCorrelator:
             self._stream = (rec.host, rec.stream, key)
         level = f.get("level") or f.get("loglevel")
         if level in _VERBOSE:
-            self.verbose.add(key)
+            if key not in self.verbose:
+                self.verbose.add(key)
         elif ev.rule == "loglevel":  # the level was lowered (log.ini reloaded)
             self.verbose.discard(key)
         if self.held and (held := self.held.pop(key, None)) is not None:
@@ -110,13 +112,18 @@ class HarakaCorrelator:
     def _mark_pending(self, out: list[Output], first: int) -> None:
         """Deliveries logged while their connection's span is still to come (relayed mail often goes
         out before the client's QUIT): the stitcher keeps them until it comes."""
-        closing = {c.span_id for c in self.closing.items()}  # a second of connections at most
+        closing: set[bytes] | None = None  # made only when an open connection does not settle it
         for o in out[first:]:
             if not isinstance(o, Delivery) or o.parent_span_id is None:
                 continue
             uuid = str(o.attrs.get("smtp.queue_id", "")).split(".", 1)[0]
-            conn = self.conns.get((o.host, uuid))
-            if (conn is not None and conn.span_id == o.parent_span_id) or o.parent_span_id in closing:
+            conn = self._conns_get((o.host, uuid))
+            if conn is not None and conn.span_id == o.parent_span_id:
+                o.parent_pending = True
+                continue
+            if closing is None:
+                closing = {c.span_id for c in self.closing.items()}  # a second of connections at most
+            if o.parent_span_id in closing:
                 o.parent_pending = True
 
     def _dispatch(self, ev: Event, out: list[Output]) -> None:
@@ -211,19 +218,26 @@ class HarakaCorrelator:
         uuid = ev.fields.get("uuid", "-")
         if uuid == "-":
             return None
-        c = self.conns.get((ev.record.host, uuid.partition(".")[0]))
+        rec = ev.record
+        c = self._conns_get((rec.host, uuid.partition(".")[0]))
         if c is not None:
-            c.last_ns = max(c.last_ns, ev.record.ts_ns)
+            c.last_ns = max(c.last_ns, rec.ts_ns)
             ev.ctx = (c.trace_id, c.span_id)  # --logs: the line belongs to the connection's span
         return c
 
     def _txn(self, c: Conn, ev: Event, create: bool = False) -> Txn | None:
         """The transaction a line names (``UUID.n``); the last one when the line has no number."""
-        parts = ev.fields.get("uuid", "").split(".")
-        n = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
-        for t in reversed(c.txns):
-            if n is None or t.n == n:
-                return t
+        _, dot, rest = ev.fields.get("uuid", "").partition(".")
+        num = rest.partition(".")[0]
+        n = int(num) if dot and num.isdigit() else None
+        txns = c.txns
+        if txns:
+            last = txns[-1]
+            if n is None or last.n == n:  # nearly every line names the newest transaction
+                return last
+            for t in reversed(txns):
+                if t.n == n:
+                    return t
         if create and n is not None:
             t = Txn(n, ev.record.ts_ns)
             c.txns.append(t)
@@ -427,4 +441,4 @@ class HarakaCorrelator:
                 t.data_refused = [code, text, ev.record.ts_ns]
 
     def _close(self, c: Conn) -> list[Output]:
-        return build(c, c.stream in self.verbose)
+        return build(c, c.stream in self.verbose, self.s.span_events)

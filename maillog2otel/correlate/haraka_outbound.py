@@ -92,6 +92,7 @@ class Outbound:
         self.items: Table[tuple[str, str], Item] = Table(settings.max_messages, stats, "queue_item")
         self.windows: dict[str, list[str]] = {}  # host -> messages being queued now
         self.swept_ns = 0
+        self._msg: Message | None = None  # the message of the item ``_item`` returned last
 
     # --- the inbound side hands messages over --------------------------------------------------
 
@@ -153,7 +154,7 @@ class Outbound:
         if item is None:
             return
         ts = ev.record.ts_ns
-        msg = self.messages.get((ev.record.host, item.msg))
+        msg = self._msg  # _item looked it up
         if msg is not None and not msg.counted and msg.origin == "smtpd":
             self.count_queued(ev.record.host, item.msg, ts, out)
         if rule == "delivered":
@@ -206,7 +207,7 @@ class Outbound:
             self.close_window(host, key)  # items are sent only after all of them are queued
         if item.start_ns is None and not _trailing(ev):
             item.start_ns = ts
-        msg = self.messages.get((host, item.msg))
+        msg = self._msg = self.messages.get((host, item.msg))
         if msg is not None:
             msg.last_ns = ts
             ev.ctx = (msg.trace_id, msg.parent_span_id)  # --logs: under the connection until a verdict

@@ -94,8 +94,10 @@ class Conn:
     debug_helos: list[list[Any]] = field(default_factory=list)  # DEBUG: running helo/ehlo hooks
 
 
-def build(c: Conn, verbose: bool) -> list[Output]:
-    """The span and the counts that only the whole connection settles."""
+def build(c: Conn, verbose: bool, with_events: bool = True) -> list[Output]:
+    """The span and the counts that only the whole connection settles. Without ``with_events``
+    (no span is exported) only what metrics read is made: the hook counts, the times, and the
+    same counts in the same order (series are created in the order their first point comes)."""
     d = c.disconnect or {}
     relaying = _YN.get(d.get("relay", ""))
     # "not relaying, so refused" holds only where an accepting plugin's hook=rcpt line would show
@@ -104,28 +106,63 @@ def build(c: Conn, verbose: bool) -> list[Output]:
     if lr:
         _last_refusal(c, lr)
     out: list[Output] = []
-    events = list(c.events)
-    events.extend(_helo_events(c, d))
-    transactions = 0
-    verdicts = []  # per transaction: _hooks needs them too
-    for t in c.txns:
-        v = _resolve(t, True if t.outbound else refusing)
-        verdicts.append(v)
-        transactions += _txn_events(c, t, v, events, out)
-    for t in c.txns:
+    txns = c.txns
+    verdicts = [_resolve(t, True if t.outbound else refusing) for t in txns]  # _hooks needs them too
+    if with_events:
+        events = list(c.events)
+        events.extend(_helo_events(c, d))
+        transactions = 0
+        for t, v in zip(txns, verdicts, strict=True):
+            transactions += _txn_events(c, t, v, events, out)
+    else:
+        for t, v in zip(txns, verdicts, strict=True):
+            _txn_counts(c, t, v, out)
+    for t in txns:
         if t.queued_ns is not None and not t.outbound:  # a queue plugin took it: nothing follows
             out.append(MessageDone(MTA, c.host, c.trace_id, t.queued_ns))
-    attrs = _attrs(c, d)
-    attrs["smtp.transactions"] = sum(1 for t in c.txns if t.mail_from is not None
-                                     and (t.mail_reply or REPLY.get(t.mail_code, 250)) < 400)
-    attrs["smtp.messages_queued"] = transactions
-    end = max(c.end_ns, c.start_ns)
+    end = c.end_ns if c.end_ns > c.start_ns else c.start_ns
     if c.inferred_ts and d.get("time"):  # no times in the log: the connection's own clock
         end = c.start_ns + int(float(d["time"]) * NS)
+    hooks = _hooks(c, d, relaying, verdicts)
+    if not with_events:
+        return [Connection(MTA, c.host, c.trace_id, c.span_id, c.start_ns, end, c.attrs, [], c.error, hooks),
+                *out]
+    attrs = _attrs(c, d)
+    attrs["smtp.transactions"] = sum(1 for t in txns if t.mail_from is not None
+                                     and (t.mail_reply or REPLY.get(t.mail_code, 250)) < 400)
+    attrs["smtp.messages_queued"] = transactions
     events.sort(key=_ts_ns)
-    conn = Connection(MTA, c.host, c.trace_id, c.span_id, c.start_ns, end, attrs, events, c.error,
-                      _hooks(c, d, relaying, verdicts))
-    return [conn, *out]
+    return [Connection(MTA, c.host, c.trace_id, c.span_id, c.start_ns, end, attrs, events, c.error, hooks),
+            *out]
+
+
+def _txn_counts(c: Conn, t: Txn, verdicts: list[tuple[Rcpt, bool | None, int | None, str]],
+                out: list[Output]) -> None:
+    """The ``rejected`` counts ``_txn_events`` makes, in its order, without its events."""
+    host = c.host
+    if t.mail_from is not None:
+        code = t.mail_reply or REPLY.get(t.mail_code, 250)
+        if code >= 400:
+            out.append(Count(MTA, host, t.first_ns, "rejected",
+                             reason=f"{code} sender <{t.mail_from}> denied"))
+    for r, accepted, code, _ in verdicts:
+        if accepted is False and code is not None:
+            reason = r.reply_text or r.msg or (
+                f"I cannot deliver mail for <{r.addr}>" if code == 550 else "")
+            out.append(Count(MTA, host, r.ts_ns, "rejected", reason=f"{code} {reason}"))
+    m = t.message
+    if m is not None and (code := REPLY.get(m.get("code", "CONT"), 250)) >= 400:
+        out.append(Count(MTA, host, t.message_ns, "rejected",
+                         reason=f"{code} {m.get('msg', '') or 'Message denied'}"))
+    if t.queued_ns is not None:
+        return
+    q = t.queue
+    if t.outbound and c.error is not None and q and q[-1][1] == "CONT":
+        return
+    if m is not None and REPLY.get(m.get("code", "CONT"), 250) < 400 and q:
+        ts, code, msg = q[-1]
+        reply = REPLY.get(code, 451) if code != "CONT" else 451
+        out.append(Count(MTA, host, ts, "rejected", reason=f"{reply} {msg}"))
 
 def _helo_events(c: Conn, d: dict[str, str]) -> list[SpanEvent]:
     if c.helos or c.debug_helos:
@@ -234,18 +271,32 @@ def _hooks(c: Conn, d: dict[str, str], relaying: bool | None,
         n["ehlo" if d.get("esmtp") == "Y" else "helo"] = 1
     elif c.txns:
         n["connect"] = 1
+    disconnected = c.disconnect is not None
+    get = n.get
     for t, resolved in zip(c.txns, verdicts, strict=True):
-        counts = {"mail": int(t.mail_from is not None), "rcpt": len(t.rcpts),
-                  "rcpt_ok": sum(1 for r, ok, _, _ in resolved if ok or r.hook_ok),
-                  "data": int(t.message is not None), "data_post": int(t.message is not None),
-                  "queue_ok": int(t.queued_ns is not None)}
-        if t.queue or t.queued_ns is not None:
-            counts["queue_outbound" if t.outbound or relaying else "queue"] = 1
-        if c.disconnect is not None:
-            counts["reset_transaction"] = 1
-        for k, v in counts.items():
-            if v:
-                n[k] = n.get(k, 0) + v
+        # written out in the order of the keys' first appearance: it is the order of the series
+        if t.mail_from is not None:
+            n["mail"] = get("mail", 0) + 1
+        if t.rcpts:
+            n["rcpt"] = get("rcpt", 0) + len(t.rcpts)
+            ok = 0
+            for r, accepted, _, _ in resolved:
+                if accepted or r.hook_ok:
+                    ok += 1
+            if ok:
+                n["rcpt_ok"] = get("rcpt_ok", 0) + ok
+        if t.message is not None:
+            n["data"] = get("data", 0) + 1
+            n["data_post"] = get("data_post", 0) + 1
+        if t.queued_ns is not None:
+            n["queue_ok"] = get("queue_ok", 0) + 1
+            q = "queue_outbound" if t.outbound or relaying else "queue"
+            n[q] = get(q, 0) + 1
+        elif t.queue:
+            q = "queue_outbound" if t.outbound or relaying else "queue"
+            n[q] = get(q, 0) + 1
+        if disconnected:
+            n["reset_transaction"] = get("reset_transaction", 0) + 1
     if c.disconnect is not None:
         n["disconnect"] = 1
     for hook, lines in c.hook_lines.items():  # one non-CONT result per hook run
