@@ -332,3 +332,80 @@ def _journal_value(value: object) -> str | None:
             return bytes(b & 0xFF for b in value).decode("utf-8", "replace")
         return _journal_value(value[-1])
     return None
+
+
+# Exim through syslog: an entry over 870 characters, or with newlines, goes out as several messages
+# "[i/n] piece" ('\' instead of '/' when the piece ended at a newline; Exim's log.c, write_syslog)
+EXIM_FRAGMENT = re.compile(r"\[(\d{1,4})([/\\])(\d{1,4})\] ")
+
+
+@dataclass(slots=True)
+class _Pieces:
+    n: int
+    records: list[Record]
+    texts: list[str]
+    newline_after: list[bool]
+
+
+class Fragments:
+    """Puts Exim's syslog pieces back together before the grammar reads them.
+
+    Pieces of one entry come from one process, in order: they are held per (host, program, pid)
+    until the last one. Length pieces join end to end; a piece that ended at a newline ends a line
+    and the next piece starts the entry's next line, as in Exim's own log file. Each line comes out
+    as one record, with the first piece's time and place, and the number of log lines it took. A set
+    that breaks off (a piece missing, the log ending) gives its pieces back as they were: they are
+    then counted as unparsed, never dropped."""
+
+    def __init__(self, max_open: int = 1000) -> None:
+        self._open: dict[tuple[str, str, int | None], _Pieces] = {}
+        self.max_open = max_open
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def add(self, rec: Record, m: re.Match[str]) -> list[tuple[Record, int]]:
+        i, newline, n = int(m[1]), m[2] == "\\", int(m[3])
+        key = (rec.host, rec.program, rec.pid)
+        out: list[tuple[Record, int]] = []
+        held = self._open.get(key)
+        if held is not None and (i != len(held.records) + 1 or n != held.n):
+            out += self._give_back(key)
+            held = None
+        if held is None:
+            if i != 1 or n < 2:  # a piece without its first one, or no set at all: as it is
+                return [*out, (rec, 1)]
+            if len(self._open) >= self.max_open:
+                out += self._give_back(next(iter(self._open)))
+            held = self._open[key] = _Pieces(n, [], [], [])
+        held.records.append(rec)
+        held.texts.append(rec.message[m.end():])
+        held.newline_after.append(newline)
+        if i < n:
+            return out
+        del self._open[key]
+        first, text, lines = held.records[0], "", 0
+        for piece, ends_line in zip(held.texts, held.newline_after, strict=True):
+            text += piece
+            lines += 1
+            if ends_line:
+                out.append((_with_message(first, text), lines))
+                text, lines = "", 0
+        if lines:
+            out.append((_with_message(first, text), lines))
+        return out
+
+    def drain(self) -> list[tuple[Record, int]]:
+        """The pieces of every unfinished set, as they were (end of input)."""
+        out: list[tuple[Record, int]] = []
+        for key in list(self._open):
+            out += self._give_back(key)
+        return out
+
+    def _give_back(self, key: tuple[str, str, int | None]) -> list[tuple[Record, int]]:
+        return [(r, 1) for r in self._open.pop(key).records]
+
+
+def _with_message(rec: Record, message: str) -> Record:
+    return Record(rec.ts_ns, rec.host, rec.program, rec.pid, message, rec.mta, rec.stream, rec.offset,
+                  rec.ts_inferred, rec.cursor)

@@ -20,7 +20,7 @@ from maillog2otel import mtas
 from maillog2otel.config import Settings
 from maillog2otel.correlate.base import CorrelateSettings, Correlator
 from maillog2otel.export.base import Sink
-from maillog2otel.framing import Framer, LocalClock, YearGuess
+from maillog2otel.framing import EXIM_FRAGMENT, Fragments, Framer, LocalClock, YearGuess
 from maillog2otel.parse import Grammar
 from maillog2otel.records import Connection, Count, Delivery, Event, MessageDone, Output, Record
 from maillog2otel.sources import SourceStats, first_mtime, group_streams, read_lines
@@ -104,6 +104,7 @@ class Pipeline:
         self.aggregator.classify = reasons.classifier(settings)
         self._next_bucket: int | None = None
         self._seen_sources: set[tuple[str, str]] = set()
+        self.fragments = Fragments()  # Exim's long entries, split by its syslog writer
         self._routes: dict[tuple[str, str, str | None], tuple | None] = {}  # see _route
         self._pending_spans: list = []
         # spans wait here briefly: one trace across mail hops
@@ -155,6 +156,15 @@ class Pipeline:
         if route is None:
             c.foreign += 1
             return
+        if route[0] == "exim" and rec.message[:1] == "[" and (m := EXIM_FRAGMENT.match(rec.message)):
+            for whole, lines in self.fragments.add(rec, m):  # held until its last piece
+                self._parse(whole, route, lines)
+            return
+        self._parse(rec, route, 1)
+
+    def _parse(self, rec: Record, route: tuple[str, Callable, Callable, list[int]], lines: int) -> None:
+        """Parse and correlate one record, which took ``lines`` log lines (Exim's syslog pieces)."""
+        c = self.counters
         mta, parse, correlate, counts = route
         ts = rec.ts_ns
         last = c.last_ns
@@ -164,15 +174,15 @@ class Pipeline:
                 c.first_ns = ts
         ev = parse(rec)
         if ev is None:
-            c.unparsed += 1
-            counts[1] += 1
+            c.unparsed += lines
+            counts[1] += lines
             if self.collect_shapes:
                 c.note_shape(f"{rec.program}: {rec.message}")
             if self.log_sink is not None:
                 self.log_sink.line(rec, None, mta)
             return
-        c.parsed += 1
-        counts[0] += 1
+        c.parsed += lines
+        counts[0] += lines
         outs = correlate(ev)
         if self.log_sink is not None:
             self.log_sink.line(rec, ev, mta)
@@ -261,6 +271,10 @@ class Pipeline:
 
     def finish(self) -> None:
         """End of input: open sessions end as ERROR "log ended", the last metric interval closes."""
+        for rec, lines in self.fragments.drain():  # pieces of sets that never finished: as they are
+            route = self._routes.get((rec.host, rec.program, rec.mta)) or self._route(rec)
+            if route is not None:
+                self._parse(rec, route, lines)
         for _, correlator in self.stages.values():
             outs = correlator.finish()
             if outs:

@@ -451,3 +451,44 @@ def test_without_span_events_connections_differ_only_in_events(name: str) -> Non
             assert b.events == []
             a.events = []
         assert a == b
+
+
+def _pieces(message: str, size: int) -> list[str]:
+    """What Exim's syslog writer (log.c) sends for a message longer than its limit: '[i/n] piece'."""
+    chunks = [message[k:k + size] for k in range(0, len(message), size)]
+    return [f"[{i}/{len(chunks)}] {c}" for i, c in enumerate(chunks, 1)] if len(chunks) > 1 else chunks
+
+
+def test_syslog_pieces_of_long_entries_are_joined(tmp_path: Path) -> None:
+    """Through syslog Exim splits long entries into '[i/n]' pieces (870 characters in Exim; 70 here,
+    so most lines split): joined again, the log correlates like the native one, and every physical
+    line is counted as parsed. A set cut short gives its pieces back, counted as unparsed."""
+    native, _ = load("rich")
+    lines = []
+    for line in (FIX / "rich.mainlog").read_text().splitlines():
+        pid = re.search(r"\[(\d+)\]", line)[1]  # type: ignore[index]
+        lines += [f"Nov 22 {line[11:19]} mx exim4[{pid}]: {piece}" for piece in _pieces(line, 70)]
+    # a newline-split entry: its second line is the entry's own next line, as in the file
+    lines.append("Nov 22 03:10:00 mx exim4[999]: [1\\2] 2026-11-22 03:10:00.000 +0000 [999] "
+                 "1xUxoP-0002fx-0t Completed")
+    lines.append("Nov 22 03:10:00 mx exim4[999]: [2/2]   continuation text")
+    # a set whose last piece never came, then the log ends
+    lines.append("Nov 22 03:10:01 mx exim4[998]: [1/3] 2026-11-22 03:10:01.000 +0000 [998] 1xUxoP-0002f")
+    lines.append("Nov 22 03:10:01 mx exim4[998]: [2/3] y-0t Completed")
+    (tmp_path / "mail.log").write_text("\n".join(lines) + "\n")
+    joined = run_pipeline([str(tmp_path / "mail.log")], timezone="UTC", year=2026)
+    c = joined.counters
+    assert sum(1 for x in lines if "]: [1/" in x) > 50  # many entries really were split
+    assert c.lines == len(lines) and c.parsed + c.unparsed + c.foreign == c.lines
+    assert c.unparsed == 2  # the two pieces of the broken set, counted, not dropped
+    assert c.parsed == len(lines) - 2
+
+    def summary(r: Result) -> list:
+        return sorted((s.attrs.get("client.address", ""), s.attrs.get("client.port", 0),
+                       s.attrs["process.pid"], tuple(e["smtp.queue_id"] for e in events(s, "smtp.queue_ok")))
+                      for s in r.connections())
+    assert summary(joined) == summary(native)
+    def outcomes(r: Result) -> list:
+        return sorted((d.attrs["smtp.queue_id"], d.attrs["smtp.rcpt_to"], d.attrs["smtp.result"])
+                      for d in r.deliveries())
+    assert outcomes(joined) == outcomes(native)
