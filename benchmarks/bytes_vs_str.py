@@ -18,37 +18,21 @@ P = (r"(?P<mon>[A-Z][a-z]{2}) (?P<day>[ \d]\d) (?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d
 rs, rb = re.compile(P), re.compile(P.encode())
 
 
-def s_loop():
+
+def loop(binary: bool, decode_message: bool) -> int:
+    pattern = rb if binary else rs
     n = 0
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with open(path, "rb") if binary else open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
-            m = rs.match(line)
+            m = pattern.match(line)
             if m:
-                n += len(m.group("prog"))
+                n += len(line[m.end():].decode()) if decode_message else len(m.group("prog"))
     return n
 
 
-def b_loop():
-    n = 0
-    with open(path, "rb") as f:
-        for line in f:
-            m = rb.match(line)
-            if m:
-                n += len(m.group("prog"))
-    return n
+MODES = {"str": (False, False), "bytes": (True, False), "bytes then decode": (True, True)}
 
-
-def b_then_decode():
-    n = 0
-    with open(path, "rb") as f:
-        for line in f:
-            m = rb.match(line)
-            if m:
-                n += len(line[m.end():].decode())
-    return n
-
-
-for fn in (s_loop, b_loop, b_then_decode, s_loop, b_loop, b_then_decode):
+for name in [*MODES, *MODES]:
     t = time.process_time()
-    fn()
-    print(fn.__name__, f"{(time.process_time() - t):.2f}s")
+    loop(*MODES[name])
+    print(name, f"{(time.process_time() - t):.2f}s")

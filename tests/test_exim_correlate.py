@@ -300,6 +300,18 @@ def test_4_97_connection_id_and_duration(tmp_path: Path) -> None:
     assert result.metric_total("exim.hook.total", {"exim.hook": "auth"}) == 1
 
 
+def _sessions(r: Result) -> list:
+    """Connections as (client, port, pid, queue IDs): what the syslog variants must reproduce."""
+    return sorted((s.attrs.get("client.address", ""), s.attrs.get("client.port", 0),
+                   s.attrs["process.pid"], tuple(e["smtp.queue_id"] for e in events(s, "smtp.queue_ok")))
+                  for s in r.connections())
+
+
+def _outcomes(r: Result) -> list:
+    return sorted((d.attrs["smtp.queue_id"], d.attrs["smtp.rcpt_to"], d.attrs["smtp.result"])
+                  for d in r.deliveries())
+
+
 def test_syslog_wrapped_lines_correlate_like_the_native_log(tmp_path: Path) -> None:
     """The same Exim lines through syslog (exim[pid]: <Exim's own stamp> [pid] …): the same
     sessions, messages and outcomes."""
@@ -311,16 +323,8 @@ def test_syslog_wrapped_lines_correlate_like_the_native_log(tmp_path: Path) -> N
     (tmp_path / "mail.log").write_text("\n".join(lines) + "\n")
     wrapped = run_pipeline([str(tmp_path / "mail.log")], timezone="UTC", year=2026)
     assert wrapped.counters.unparsed == 0
-
-    def summary(r: Result) -> list:
-        return sorted((s.attrs.get("client.address", ""), s.attrs.get("client.port", 0),
-                       s.attrs["process.pid"], tuple(e["smtp.queue_id"] for e in events(s, "smtp.queue_ok")))
-                      for s in r.connections())
-    assert summary(wrapped) == summary(native)
-    def outcomes(r: Result) -> list:
-        return sorted((d.attrs["smtp.queue_id"], d.attrs["smtp.rcpt_to"], d.attrs["smtp.result"])
-                      for d in r.deliveries())
-    assert outcomes(wrapped) == outcomes(native)
+    assert _sessions(wrapped) == _sessions(native)
+    assert _outcomes(wrapped) == _outcomes(native)
 
 
 def _outputs(lines: list[str], split: int | None) -> list[tuple]:
@@ -482,13 +486,5 @@ def test_syslog_pieces_of_long_entries_are_joined(tmp_path: Path) -> None:
     assert c.lines == len(lines) and c.parsed + c.unparsed + c.foreign == c.lines
     assert c.unparsed == 2  # the two pieces of the broken set, counted, not dropped
     assert c.parsed == len(lines) - 2
-
-    def summary(r: Result) -> list:
-        return sorted((s.attrs.get("client.address", ""), s.attrs.get("client.port", 0),
-                       s.attrs["process.pid"], tuple(e["smtp.queue_id"] for e in events(s, "smtp.queue_ok")))
-                      for s in r.connections())
-    assert summary(joined) == summary(native)
-    def outcomes(r: Result) -> list:
-        return sorted((d.attrs["smtp.queue_id"], d.attrs["smtp.rcpt_to"], d.attrs["smtp.result"])
-                      for d in r.deliveries())
-    assert outcomes(joined) == outcomes(native)
+    assert _sessions(joined) == _sessions(native)
+    assert _outcomes(joined) == _outcomes(native)
