@@ -222,18 +222,26 @@ def _fast_parser(regex: re.Pattern[str], group_names: dict[str, str],
     a field in two branches (``f``, ``f__2``) keeps the last group that matched."""
     ns: dict[str, Any] = {"fullmatch": regex.fullmatch}
     body = ["def fast(text):", "    m = fullmatch(text)", "    if m is None:", "        return None",
-            "    g = m.groups()", "    d = {}"]
+            "    g = m.groups()", "    d = {}", *field_lines(regex, group_names, converters, ns),
+            "    return d"]
+    # exec of our own generated source, from our own grammar
+    exec("\n".join(body), ns)
+    return ns["fast"]
+
+
+def field_lines(regex: re.Pattern[str], group_names: dict[str, str], converters: dict[str, Converter],
+                ns: dict[str, Any]) -> list[str]:
+    """The generated lines that fill ``d`` from the match's groups ``g`` (the converters they call
+    go into ``ns``): shared by the rules' readers and the prefix reader (``parse.py``)."""
+    lines: list[str] = []
     for gname, index in sorted(regex.groupindex.items(), key=lambda kv: kv[1]):
         name = group_names.get(gname, gname)
         value = "v"
         if name in converters:
             ns[f"c_{gname}"] = converters[name]
             value = f"c_{gname}(v)"
-        body += [f"    v = g[{index - 1}]", "    if v is not None:", f"        d[{name!r}] = {value}"]
-    body.append("    return d")
-    # exec of our own generated source, from our own grammar
-    exec("\n".join(body), ns)
-    return ns["fast"]
+        lines += [f"    v = g[{index - 1}]", "    if v is not None:", f"        d[{name!r}] = {value}"]
+    return lines
 
 
 def _collect_converters(expr: pp.ParserElement) -> dict[str, Converter]:

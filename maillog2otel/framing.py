@@ -191,7 +191,7 @@ class Framer:
             if m is not None and m["host"][0] not in "[{lS":
                 frac, tz, host, prog, pid = m.groups()
                 if tz == self._iso_tz:
-                    self.last_ns = ts = self._iso_ts + (_frac_ns(frac) if frac else 0)
+                    self.last_ns = ts = self._iso_ts + _frac_ns(frac)
                     return Record(ts, host, prog, int(pid) if pid else None, text[m.end():], None,
                                   self.stream, offset)
         head = self._exim_head
@@ -200,7 +200,7 @@ class Framer:
             if m is not None:
                 frac, tz, pid = m.groups()
                 if tz == self._exim_tz and (tz is not None or pid is not None or not _haraka_after(text, m)):
-                    self.last_ns = ts = self._exim_ts + (_frac_ns(frac) if frac else 0)
+                    self.last_ns = ts = self._exim_ts + _frac_ns(frac)
                     return Record(ts, self.default_host, "exim", int(pid) if pid else None, text[m.end():],
                                   "exim", self.stream, offset)
         head = self._haraka_head
@@ -210,7 +210,7 @@ class Framer:
             if m is not None and m["tz"] == self._haraka_tz and (
                     _HARAKA_BODY.match(text, m.end()) or _HARAKA_START.match(text, m.end())):
                 frac = m["frac"]
-                self.last_ns = ts = self._haraka_ts + (_frac_ns(frac) if frac else 0)
+                self.last_ns = ts = self._haraka_ts + _frac_ns(frac)
                 return Record(ts, self.default_host, "haraka", None, text[m.end():], "haraka", self.stream,
                               offset)
         c = text[:1]

@@ -98,17 +98,17 @@ def _prefix_reader(regex: re.Pattern[str], names: dict[str, str]
     message ID, Haraka's level, UUID and origin) apart: its fields, the rest of the message, and the
     rest's first word (the dispatch key), read by a lookahead in the same match. Every line goes
     through it; generated like the rules' own readers (``grammars.common._fast_parser``)."""
+    from maillog2otel.grammars.common import field_lines
+
     ns: dict[str, Any] = {
         # the lookahead matches anywhere (it may be empty): it changes no match and no end
         "match": re.compile(f"(?:{regex.pattern})(?=({_FIRST_WORD.pattern}))").match,
         "first_word": _FIRST_WORD.match,
     }
+    # the prefix's fields stay text (converters: none), as pyparsing's prefix gives them
     body = ["def read(text):", "    m = match(text)", "    if m is None:",
-            "        return None, text, first_word(text)[0]", "    g = m.groups()", "    d = {}"]
-    for gname, index in sorted(regex.groupindex.items(), key=lambda kv: kv[1]):
-        name = names.get(gname, gname)
-        body += [f"    v = g[{index - 1}]", "    if v is not None:", f"        d[{name!r}] = v"]
-    body.append("    return d, text[m.end():], g[-1]")
+            "        return None, text, first_word(text)[0]", "    g = m.groups()", "    d = {}",
+            *field_lines(regex, names, {}, ns), "    return d, text[m.end():], g[-1]"]
     exec("\n".join(body), ns)  # our own generated source, from our own grammar
     return ns["read"]
 
