@@ -170,6 +170,12 @@ _PF_SENT_RELAY = re.compile(r"postfix/smtp\[\d+\]: \S+: to=<[^>]*>, .*?relay=(\S
 _PF_QMGR = re.compile(r"^.{15} \S+ postfix/qmgr\[(\d+)\]: ")
 
 
+def _pf_time(m: re.Match, year: int) -> float:
+    """Epoch seconds of a ``_PF_LINE`` match's year-less stamp."""
+    return datetime(year, _MON[m.group(1)], int(m.group(2)), int(m.group(3)), int(m.group(4)),
+                    int(m.group(5)), tzinfo=UTC).timestamp()
+
+
 def _syslog_stamp(t: float) -> str:
     d = datetime.fromtimestamp(int(t), UTC)
     return f"{MONTHS[d.month - 1]} {d.day:2d} {d.hour:02d}:{d.minute:02d}:{d.second:02d}"
@@ -182,17 +188,7 @@ def _postfix_finish(raw: list[str], year: int, after: float) -> list[str]:
 
     def t_of(line: str) -> float | None:
         m = _PF_LINE.match(line)
-        if not m:
-            return None
-        return datetime(
-            year,
-            _MON[m.group(1)],
-            int(m.group(2)),
-            int(m.group(3)),
-            int(m.group(4)),
-            int(m.group(5)),
-            tzinfo=UTC,
-        ).timestamp()
+        return _pf_time(m, year) if m else None
 
     first: dict[str, float] = {}
     active: dict[str, str] = {}
@@ -276,15 +272,7 @@ def _postfix_episode(path: Path, year: int = 2026, finish: float = DEFAULT_FINIS
     )
 
     def stamp(m) -> float:
-        return datetime(
-            year,
-            _MON[m.group(1)],
-            int(m.group(2)),
-            int(m.group(3)),
-            int(m.group(4)),
-            int(m.group(5)),
-            tzinfo=UTC,
-        ).timestamp()
+        return _pf_time(m, year)
 
     t0 = stamp(parsed[0][0])
     b = _Builder()
