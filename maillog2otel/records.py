@@ -76,6 +76,9 @@ class Connection:
     events: list[SpanEvent]
     error: str | None = None
     commands: dict[str, int] = field(default_factory=dict)  # hook/command counts for metrics
+    # AUTH attempts by result ("accepted" | "failed") for <mta>.auth.attempts; kept apart from the
+    # smtp.auth events, which are not built when no span is exported
+    auth: dict[str, int] = field(default_factory=dict)
     parent_span_id: bytes | None = None
     links: list[tuple[bytes, bytes, dict[str, Any]]] = field(default_factory=list)
     duration_known: bool = True  # False: no connect line and no D= (Exim's default log_selector)

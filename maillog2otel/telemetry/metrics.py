@@ -1,4 +1,4 @@
-"""The six metrics, aggregated in log time.
+"""The six metrics and the AUTH attempts counter, aggregated in log time.
 
 SDK instruments stamp collection time, so a backfill could not carry historical timestamps
 (otel-and-tailing.md §2). Here every observation carries its log time; a series starts at the
@@ -50,6 +50,8 @@ METRICS = {
     "messages": MetricDef("messages", SUM, "{message}",
                           "Messages by result: queued once per message; delivered, deferred and bounced "
                           "per recipient and attempt; rejected per rejection", "smtp.result"),
+    "auth": MetricDef("auth.attempts", SUM, "{attempt}",
+                      "SMTP AUTH attempts by result (accepted, failed)", "smtp.auth.result"),
     "up": MetricDef("up", GAUGE, "1", "1 while a log source of this MTA is being read"),
 }
 
@@ -143,6 +145,8 @@ class Aggregator:
         self.add(c.host, c.mta, "connections", c.start_ns)
         for name, n in c.commands.items():
             self.add(c.host, c.mta, "hook", c.start_ns, n, name)
+        for result, n in c.auth.items():
+            self.add(c.host, c.mta, "auth", c.start_ns, n, result)
         if c.duration_known:
             self.record(c.host, c.mta, "duration", c.end_ns, (c.end_ns - c.start_ns) / 1e6)
 
