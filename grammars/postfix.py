@@ -138,6 +138,19 @@ RULES: list[Rule] = [
     Rule("smtpd_table_changed", seq("table ", rx(r"\S+", "table"), " has changed -- restarting"),
          ("table",), SMTPD),
     Rule("smtpd_starttls_fail", seq("STARTTLS ", rx(r".*", "rest")), ("STARTTLS",), SMTPD),
+    # "warning: NAMADDR: SASL LOGIN authentication failed: <reason>" with ", sasl_username=<user>"
+    # from 3.9 on ("(unavailable)" when the mechanism got no name), and "… authentication aborted"
+    # when the client sent "*" (smtpd_sasl_glue.c)
+    Rule("smtpd_sasl_failed",
+         seq("warning: ", namaddr(), ": SASL ", rx(r"\S+", "sasl_method"), " authentication ",
+             rx(r"failed|aborted", "sasl_result"),
+             opt(": ", rx(r".*?(?=, sasl_username=|$)", "reason")),
+             opt(", sasl_username=", rx(r".*", "sasl_username"))),
+         ("warning",), SMTPD),
+    # Cyrus SASL's own words before smtpd's line about the attempt: "warning: SASL authentication
+    # failure: Password verification failed", "… problem: …" (the attempt is counted from smtpd's)
+    Rule("smtpd_sasl_library", seq("warning: SASL authentication ", rx(r"failure|problem", "what"), ": ",
+                                   rx(r".*", "text")), ("warning",), SMTPD),
     # --- cleanup -------------------------------------------------------------------------
     Rule("cleanup_message_id", seq(rx(r"(?:resent-)?message-id", "header"), "=", rx(r".*", "message_id")),
          ("message-id=", "resent-message-id="), ("cleanup",)),
@@ -208,10 +221,14 @@ RULES: list[Rule] = [
                                    bracket_addr()),
          ("PASS", "DISCONNECT", "DENYLISTED", "ALLOWLISTED", "BLACKLISTED", "WHITELISTED", "ALLOWLIST",
           "WHITELIST"), ("postscreen",)),
-    Rule("postscreen_test", seq(rx(r"PREGREET|HANGUP|DNSBL rank|COMMAND [A-Z ]+?|NON-SMTP COMMAND|"
-                                   r"BARE NEWLINE", "test"), rx(r".*?(?=\[)", "detail"), bracket_addr(),
-                                rx(r".*", "rest")),
-         ("PREGREET", "HANGUP", "DNSBL", "COMMAND", "NON-SMTP", "BARE"), ("postscreen",)),
+    # "PREGREET 14 after 0.08 from [ip]:port: EHLO x\\r\\n", "HANGUP after 0.42 from [ip]:port in tests
+    # after SMTP handshake", "DNSBL rank 3 for [ip]:port", "COMMAND PIPELINING from [ip]:port after
+    # EHLO: …", "DATA without valid RCPT from [ip]:port" (postscreen_early.c, _misc.c, _smtpd.c)
+    Rule("postscreen_test",
+         seq(rx(r"PREGREET|HANGUP|DNSBL rank|COMMAND (?:PIPELINING|TIME LIMIT|COUNT LIMIT|LENGTH LIMIT)|"
+                r"NON-SMTP COMMAND|BARE NEWLINE|(?:DATA|BDAT) without valid RCPT", "test"),
+             rx(r"[^\[]*", "detail"), bracket_addr(), rx(r".*", "rest")),
+         ("PREGREET", "HANGUP", "DNSBL", "COMMAND", "NON-SMTP", "BARE", "DATA", "BDAT"), ("postscreen",)),
     Rule("postscreen_cache", seq("cache ", rx(r".*", "rest")), ("cache",), ("postscreen", "verify")),
     Rule("dnsblog_listed", seq("addr ", rx(r"\S+", "client_address"), " listed by domain ",
                                rx(r"\S+", "dnsbl"), " as ", rx(r"\S+", "dnsbl_result")),
