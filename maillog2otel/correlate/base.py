@@ -90,6 +90,9 @@ class Table(Generic[K, V]):
     def values(self) -> Iterator[V]:
         return iter(list(self._d.values()))
 
+    def items(self) -> list[tuple[K, V]]:
+        return list(self._d.items())
+
 
 class Grace(Generic[V]):
     """Closed sessions wait here ``grace_ns`` of log time for their trailing lines."""

@@ -40,12 +40,24 @@ _COMMANDS = ("helo", "ehlo", "xclient", "xforward", "starttls", "auth", "mail", 
              "rset", "noop", "vrfy", "etrn", "quit", "help", "unknown")
 
 
-_ORDER = {"smtp.helo": 0, "smtp.ehlo": 0, "smtp.starttls": 1, "smtp.mail": 2, "smtp.rcpt": 3,
+_ORDER = {"postfix.postscreen.test": -2, "postfix.dnsbl.listed": -2, "postfix.postscreen": -1,
+          "smtp.helo": 0, "smtp.ehlo": 0, "smtp.starttls": 1, "smtp.auth": 1, "smtp.mail": 2, "smtp.rcpt": 3,
           "smtp.reject": 3, "smtp.data": 4, "smtp.content_action": 4, "smtp.queue_ok": 5,
           "smtp.reset_transaction": 6, "smtp.abort": 7}
 
 
 _EXPIRY_EVERY_NS = 60 * NS
+# postscreen hands a client that passed to smtpd at once (smtpd's "connect from" follows its PASS
+# line); a busy smtpd pool can keep it waiting, never for long
+HANDOFF_NS = 60 * NS
+# postscreen verdicts after which the client goes on to smtpd (unless a DISCONNECT line follows:
+# after the deep protocol tests a new client must come back)
+_PASSED = frozenset({"PASS NEW", "PASS OLD", "ALLOWLISTED", "WHITELISTED"})
+# postscreen lines that end a client's chances (the first one is the connection's verdict); the
+# DATA/BDAT lines are protocol notes, not tests
+_NOT_FAILURES = frozenset({"DATA without valid RCPT", "BDAT without valid RCPT"})
+# the client went away or stalled: the connection ends in error, as smtpd's lost connection/timeout
+_CLIENT_FAULT = frozenset({"HANGUP", "COMMAND TIME LIMIT"})
 
 
 def next_hop_queue_id(text: str) -> str | None:
@@ -69,6 +81,7 @@ class Session:
     helo: str | None = None
     tls_ns: int | None = None
     sender: str | None = None  # MAIL FROM seen in a reject line's from=<…>
+    auth_seen: dict[str, int] = field(default_factory=dict)  # AUTH results proved by their own lines
 
 
 @dataclass(slots=True)
@@ -105,7 +118,13 @@ class PostfixCorrelator:
         self.messages: Table[tuple[str, str, str], Message] = Table(self.s.max_messages, self.stats,
                                                                     "message")
         self.closing: Grace[Session] = Grace()
-        self.screened: dict[tuple[str, str], tuple[int, str]] = {}  # (host, ip) -> postscreen verdict
+        # postscreen's connections by (host, instance, client address, port): open ones, and those
+        # that passed and wait for smtpd's "connect from" to continue them
+        self.screens: Table[tuple[str, str, str, int], Session] = Table(self.s.max_sessions, self.stats,
+                                                                        "postscreen")
+        self.handoffs: Table[tuple[str, str, str, int], Session] = Table(self.s.max_sessions, self.stats,
+                                                                         "postscreen_handoff")
+        self.screen_by_addr: dict[tuple[str, str], tuple[str, str, str, int]] = {}  # dnsblog: by address
         self.client_tls: dict[tuple[str, str, int], dict[str, Any]] = {}  # smtp pid -> TLS of next to=
         self.now_ns = 0
         self._next_expiry = 0
@@ -116,7 +135,9 @@ class PostfixCorrelator:
             "cleanup_action": self._cleanup_action, "cleanup_removed": self._removed,
             "qmgr_active": self._active, "qmgr_expired": self._expired, "qmgr_removed": self._removed,
             "pickup_uid": self._pickup, "delivery_status": self._delivery,
-            "bounce_notification": self._bounce, "postscreen_verdict": self._postscreen,
+            "bounce_notification": self._bounce, "postscreen_connect": self._screen_connect,
+            "postscreen_verdict": self._postscreen, "postscreen_test": self._screen_test,
+            "dnsblog_listed": self._dnsblog, "smtpd_sasl_failed": self._sasl_failed,
             "master_process_exit": self._process_exit,
         }
 
@@ -152,6 +173,17 @@ class PostfixCorrelator:
             s.end_ns = s.last_ns
             self.stats.bump("session_idle")
             out.append(self._connection(s))
+        while (s := self.screens.oldest()) is not None and now_ns - s.last_ns > self.s.session_idle_ns:
+            self._unscreen(self.screens, s)
+            s.error = s.error or "session idle: no disconnect logged"
+            s.end_ns = s.last_ns
+            self.stats.bump("session_idle")
+            out.append(self._connection(s))
+        while (s := self.handoffs.oldest()) is not None and now_ns - s.last_ns > HANDOFF_NS:
+            self._unscreen(self.handoffs, s)
+            s.end_ns = s.last_ns
+            self.stats.bump("postscreen_pass_without_smtpd")
+            out.append(self._connection(s))
         while (m := self.messages.oldest()) is not None and now_ns - m.last_ns > self.s.message_retention_ns:
             self.messages.pop(m.key)
             self.stats.bump("message_expired_from_state")
@@ -164,15 +196,26 @@ class PostfixCorrelator:
             s.error = s.error or "log ended"
             s.end_ns = s.last_ns
             out.append(self._connection(s))
+        for table in (self.screens, self.handoffs):
+            for s in table.values():
+                self._unscreen(table, s)
+                if table is self.screens:
+                    s.error = s.error or "log ended"
+                else:  # passed: the log ends before smtpd's connect line
+                    self.stats.bump("postscreen_pass_without_smtpd")
+                s.end_ns = s.last_ns
+                out.append(self._connection(s))
         return out
 
     def open_counts(self) -> dict[str, int]:
-        return {"sessions": len(self.sessions), "messages": len(self.messages)}
+        return {"sessions": len(self.sessions), "messages": len(self.messages),
+                "postscreen": len(self.screens) + len(self.handoffs)}
 
     def oldest_open_ns(self) -> int | None:
         """Log time of the oldest open session's first line (state size and lag reports)."""
-        s = self.sessions.oldest()
-        return s.start_ns if s is not None else None
+        starts = [s.start_ns for s in (self.sessions.oldest(), self.screens.oldest(), self.handoffs.oldest())
+                  if s is not None]
+        return min(starts) if starts else None
 
     # --- state across restarts (tail) ------------------------------------------------------
 
@@ -183,6 +226,8 @@ class PostfixCorrelator:
             "sessions": [_session_state(s) for s in self.sessions.values()],
             "closing": [[due, _session_state(s)] for due, s in self.closing.entries()],
             "messages": [_message_state(m) for m in self.messages.values()],
+            "screens": [[list(k), _session_state(s)] for k, s in self.screens.items()],
+            "handoffs": [[list(k), _session_state(s)] for k, s in self.handoffs.items()],
             "stats": dict(self.stats.counts),
         }
 
@@ -198,6 +243,12 @@ class PostfixCorrelator:
             sess = _session_from(raw)
             self.closing.push(due, sess)
             by_key[sess.key] = sess
+        for table, name in ((self.screens, "screens"), (self.handoffs, "handoffs")):
+            for skey, raw in state.get(name, []):
+                key = (skey[0], skey[1], skey[2], skey[3])
+                table.put(key, _session_from(raw))
+                if table is self.screens:
+                    self.screen_by_addr[(key[0], key[2])] = key
         for raw in state.get("messages", []):
             msg = _message_from(raw)
             skey = raw.get("session")
@@ -236,10 +287,13 @@ class PostfixCorrelator:
             attrs["client.port"] = port
         if f["client_name"] and f["client_name"] != "unknown":
             attrs["net.peer.name"] = f["client_name"]
-        screened = self.screened.pop((rec.host, f["client_address"]), None)
-        if screened and rec.ts_ns - screened[0] < 60 * NS:
-            attrs["postfix.postscreen.verdict"] = screened[1]
         sess = Session(key, trace_id, span_id, rec.ts_ns, rec.ts_ns, attrs)
+        screen = self._handoff(rec.host, key[1], f["client_address"], port, rec.ts_ns) if self.handoffs else None
+        if screen is not None:  # the client postscreen passed: smtpd continues its span
+            sess.trace_id, sess.span_id, sess.start_ns = screen.trace_id, screen.span_id, screen.start_ns
+            sess.attrs = {**screen.attrs, **attrs}
+            sess.events = screen.events
+            trace_id, span_id = sess.trace_id, sess.span_id
         ev.ctx = (trace_id, span_id)
         evicted = self.sessions.put(key, sess)
         if evicted is not None:
@@ -289,7 +343,10 @@ class PostfixCorrelator:
         action, stage = f["action"], f["stage"]
         tail: dict[str, str] = f.get("tail", {})
         sess = None
-        if f.get("service") != "postscreen":
+        if f.get("service") == "postscreen":
+            if "client_port" in f and (sess := self._screen(ev)) is not None:
+                self._screen_reject(ev, sess)
+        else:
             sess = self._session(ev)
             qid = f.get("queue_id")
             if sess is None and qid and qid != "NOQUEUE":  # cleanup's milter-reject: find by queue ID
@@ -331,10 +388,155 @@ class PostfixCorrelator:
             sess.end_ns = ev.record.ts_ns
             out.append(self._connection(sess))
 
+    # --- postscreen -------------------------------------------------------------------------
+    # One span per connection postscreen accepts, keyed by client address and port: it ends at
+    # postscreen's DISCONNECT, or smtpd's session continues it when postscreen passed the client.
+
+    def _pskey(self, ev: Event) -> tuple[str, str, str, int]:
+        f = ev.fields
+        return (ev.record.host, f.get("instance", "postfix"), f["client_address"], f["client_port"])
+
+    def _screen(self, ev: Event) -> Session | None:
+        key = self._pskey(ev)
+        s = self.screens.get(key) or self.handoffs.get(key)
+        if s is not None:
+            s.last_ns = ev.record.ts_ns
+            ev.ctx = (s.trace_id, s.span_id)
+        return s
+
+    def _unscreen(self, table: Table[tuple[str, str, str, int], Session], s: Session) -> None:
+        key = (s.key[0], s.key[1], s.attrs["client.address"], s.attrs["client.port"])
+        table.pop(key)
+        if self.screen_by_addr.get((key[0], key[2])) == key:
+            del self.screen_by_addr[(key[0], key[2])]
+
+    def _handoff(self, host: str, instance: str, addr: str, port: int | None, ts: int) -> Session | None:
+        """The passed postscreen connection smtpd's "connect from" continues: the same address and
+        port, or (no smtpd_client_port_logging) the oldest passed one from that address."""
+        s = None
+        if port is not None:
+            s = self.handoffs.get((host, instance, addr, port))
+        else:
+            s = next((c for k, c in self.handoffs.items() if k[:3] == (host, instance, addr)), None)
+        if s is None or ts - s.last_ns > HANDOFF_NS:
+            return None
+        self._unscreen(self.handoffs, s)
+        return s
+
+    def _screen_connect(self, ev: Event, out: list[Output]) -> None:
+        f, rec = ev.fields, ev.record
+        key = self._pskey(ev)
+        for table in (self.screens, self.handoffs):
+            old = table.get(key)
+            if old is not None:  # one client address and port is one connection at a time
+                self._unscreen(table, old)
+                if table is self.screens:  # a passed one just never reached smtpd
+                    old.error = old.error or "no disconnect logged"
+                old.end_ns = old.last_ns
+                self.stats.bump("session_superseded")
+                out.append(self._connection(old))
+        trace_id, span_id = ids_for(f"{rec.host}|postscreen|{key[1]}|{rec.pid}|{rec.ts_ns}|{key[2]}:{key[3]}")
+        attrs: dict[str, Any] = {"mta.name": MTA, "client.address": key[2], "client.port": key[3],
+                                 "server.address": f["server_address"], "server.port": f["server_port"],
+                                 "smtp.service": "postscreen", "process.pid": rec.pid or 0}
+        sess = Session((rec.host, key[1], rec.pid or 0), trace_id, span_id, rec.ts_ns, rec.ts_ns, attrs)
+        ev.ctx = (trace_id, span_id)
+        self.screen_by_addr[(rec.host, key[2])] = key
+        evicted = self.screens.put(key, sess)
+        if evicted is not None:
+            self._unscreen(self.screens, evicted)
+            evicted.error = evicted.error or "evicted: too many open sessions"
+            evicted.end_ns = evicted.last_ns
+            out.append(self._connection(evicted))
+
     def _postscreen(self, ev: Event, out: list[Output]) -> None:
-        if len(self.screened) > 10_000:
-            self.screened.clear()
-        self.screened[(ev.record.host, ev.fields["client_address"])] = (ev.record.ts_ns, ev.fields["verdict"])
+        verdict = ev.fields["verdict"]
+        key = self._pskey(ev)
+        sess = self._screen(ev)
+        if sess is None:
+            self.stats.bump("postscreen_without_connect")
+            return
+        if verdict == "DISCONNECT":  # postscreen's own end of the connection
+            self._unscreen(self.handoffs if key in self.handoffs else self.screens, sess)
+            sess.end_ns = ev.record.ts_ns
+            self.closing.push(sess.end_ns + self.s.grace_ns, sess)
+            return
+        if not verdict.endswith("VETO"):  # a veto only says an allowlisting did not apply
+            sess.attrs.setdefault("postfix.postscreen.verdict", verdict)
+        sess.events.append(SpanEvent("postfix.postscreen", ev.record.ts_ns,
+                                     {"postfix.postscreen.verdict": verdict}))
+        if verdict in _PASSED and key in self.screens:
+            self.screens.pop(key)
+            self.handoffs.put(key, sess)
+
+    def _screen_test(self, ev: Event, out: list[Output]) -> None:
+        f = ev.fields
+        sess = self._screen(ev)
+        if sess is None:
+            self.stats.bump("postscreen_without_connect")
+            return
+        test = f["test"]
+        # "14 after 0.08 from " + ": EHLO x\r\n" -> "14 after 0.08: EHLO x\r\n"
+        detail = re.sub(r"\s*\b(?:from|for)\s*$", "", f["detail"]).strip() + f["rest"]
+        attrs: dict[str, Any] = {"postfix.postscreen.test": test, "postfix.postscreen.detail": detail.strip()}
+        if test == "DNSBL rank":
+            test = "DNSBL"
+            attrs["postfix.postscreen.test"] = test
+            rank = int(detail.split()[0]) if detail.split() and detail.split()[0].isdigit() else None
+            if rank is not None:
+                attrs["postfix.postscreen.dnsbl.rank"] = rank
+                sess.attrs["postfix.postscreen.dnsbl.rank"] = rank
+        sess.events.append(SpanEvent("postfix.postscreen.test", ev.record.ts_ns, attrs))
+        if test not in _NOT_FAILURES:
+            sess.attrs.setdefault("postfix.postscreen.verdict", test)
+        if test in _CLIENT_FAULT:
+            sess.error = sess.error or f"postscreen {test} {detail.strip()}"
+
+    def _dnsblog(self, ev: Event, out: list[Output]) -> None:
+        """dnsblog names the address it looked up: the newest postscreen connection from it."""
+        key = self.screen_by_addr.get((ev.record.host, ev.fields["client_address"]))
+        sess = self.screens.get(key) if key is not None else None
+        if sess is None:
+            self.stats.bump("dnsblog_without_connection")
+            return
+        ev.ctx = (sess.trace_id, sess.span_id)
+        sess.events.append(SpanEvent("postfix.dnsbl.listed", ev.record.ts_ns, {
+            "postfix.dnsbl.domain": ev.fields["dnsbl"], "postfix.dnsbl.result": ev.fields["dnsbl_result"]}))
+
+    def _screen_reject(self, ev: Event, sess: Session) -> None:
+        """What postscreen's own SMTP engine proves: the HELO/EHLO (proto=), the MAIL (from=) and
+        each rejected RCPT, as the counts smtpd's disconnect line would give."""
+        tail: dict[str, str] = ev.fields.get("tail", {})
+        proto = tail.get("proto", "").rstrip(",")
+        counts = sess.counts
+        if proto:
+            counts["ehlo" if proto == "ESMTP" else "helo"] = "1"
+        if "from" in tail:
+            counts["mail"] = "1"
+        if ev.fields["stage"] == "RCPT":
+            ok, _, total = counts.get("rcpt", "0/0").partition("/")
+            counts["rcpt"] = f"{ok}/{int(total or ok) + 1}"
+
+    # --- SASL AUTH -------------------------------------------------------------------------
+
+    def _sasl_failed(self, ev: Event, out: list[Output]) -> None:
+        f = ev.fields
+        sess = self._session(ev)
+        if sess is None:
+            self.stats.bump("auth_without_session")
+            return
+        attrs: dict[str, Any] = {"smtp.auth.method": f["sasl_method"], "smtp.auth.accepted": False}
+        user = f.get("sasl_username")
+        if user and user != "(unavailable)":
+            attrs["smtp.auth.user"] = user
+        if f["sasl_result"] == "aborted":  # the client sent "*": always 501 (smtpd_sasl_glue.c)
+            attrs["smtp.auth.reason"] = "authentication aborted"
+            attrs["smtp.response.code"] = 501
+            attrs["smtp.response.enhanced_code"] = "5.7.0"
+        else:  # 535 5.7.8, or 454 4.7.0 for a temporary failure: the line does not say which
+            attrs["smtp.auth.reason"] = f.get("reason") or "authentication failed"
+        sess.auth_seen["failed"] = sess.auth_seen.get("failed", 0) + 1
+        sess.events.append(SpanEvent("smtp.auth", ev.record.ts_ns, attrs))
 
     # --- messages --------------------------------------------------------------------------
 
@@ -381,6 +583,14 @@ class PostfixCorrelator:
             sess.messages.append(msg)
             if "sasl_method" in extra:
                 sess.attrs["smtp.auth.method"] = extra["sasl_method"]
+                if not sess.auth_seen.get("accepted"):  # every client= line of the session repeats it
+                    sess.auth_seen["accepted"] = 1
+                    auth = {"smtp.auth.method": extra["sasl_method"], "smtp.auth.accepted": True,
+                            # the one reply to a successful AUTH (smtpd_sasl_glue.c)
+                            "smtp.response.code": 235, "smtp.response.enhanced_code": "2.7.0"}
+                    if "sasl_username" in extra:
+                        auth["smtp.auth.user"] = extra["sasl_username"]
+                    sess.events.append(SpanEvent("smtp.auth", ev.record.ts_ns, auth))
             if "sasl_username" in extra:
                 sess.attrs["smtp.auth.user"] = extra["sasl_username"]
         if "orig_queue_id" in extra:
@@ -544,11 +754,23 @@ class PostfixCorrelator:
             ok, _, total = counts["commands"].partition("/")
             s.attrs["smtp.commands"] = int(total or ok)
             s.attrs["smtp.commands.ok"] = int(ok)
+        # AUTH attempts: the disconnect summary's auth=ok/total when there is one (it also counts
+        # attempts no line names, e.g. 503 before EHLO), else what the lines proved
+        auth = dict(s.auth_seen)
+        if "auth" in counts:
+            ok, _, total = counts["auth"].partition("/")
+            auth["accepted"] = max(int(ok), auth.get("accepted", 0))
+            auth["failed"] = max(int(total or ok) - int(ok), auth.get("failed", 0))
+        auth = {k: n for k, n in auth.items() if n}
         if not self.s.span_events:  # metrics only: the span's events would be thrown away
             for msg in s.messages:
                 self._close_message(msg)
             return Connection(MTA, s.key[0], s.trace_id, s.span_id, s.start_ns, max(s.end_ns, s.start_ns),
-                              s.attrs, [], s.error, commands)
+                              s.attrs, [], s.error, commands, auth)
+        for result, n in auth.items():  # attempts only the summary counts
+            for _ in range(n - s.auth_seen.get(result, 0)):
+                events.append(SpanEvent("smtp.auth", s.start_ns, {"smtp.auth.accepted": result == "accepted",
+                                                                  "smtp.event.inferred": True}))
         inferred = {"smtp.event.inferred": True}
         last_ns = s.end_ns or s.last_ns
         for verb in ("ehlo", "helo"):
@@ -610,7 +832,7 @@ class PostfixCorrelator:
         s.attrs["smtp.messages_queued"] = transactions
         host = s.key[0]
         return Connection(MTA, host, s.trace_id, s.span_id, s.start_ns, max(s.end_ns, s.start_ns), s.attrs,
-                          events, s.error, commands)
+                          events, s.error, commands, auth)
 
 
 def _events_state(events: list[SpanEvent]) -> list[list[Any]]:
@@ -621,13 +843,13 @@ def _session_state(s: Session) -> dict[str, Any]:
     return {"key": list(s.key), "trace_id": s.trace_id.hex(), "span_id": s.span_id.hex(),
             "start_ns": s.start_ns, "last_ns": s.last_ns, "attrs": s.attrs, "events": _events_state(s.events),
             "error": s.error, "end_ns": s.end_ns, "counts": s.counts, "helo": s.helo, "tls_ns": s.tls_ns,
-            "sender": s.sender}
+            "sender": s.sender, "auth_seen": s.auth_seen}
 
 
 def _session_from(d: dict[str, Any]) -> Session:
     return Session(tuple(d["key"]), bytes.fromhex(d["trace_id"]), bytes.fromhex(d["span_id"]),  # type: ignore[arg-type]
                    d["start_ns"], d["last_ns"], d["attrs"], [SpanEvent(*e) for e in d["events"]], d["error"],
-                   d["end_ns"], d["counts"], [], d["helo"], d["tls_ns"], d.get("sender"))
+                   d["end_ns"], d["counts"], [], d["helo"], d["tls_ns"], d.get("sender"), d.get("auth_seen", {}))
 
 
 _MESSAGE_FIELDS = ("first_ns", "last_ns", "origin", "client_ns", "data_ns", "message_id", "mail_from", "size",
