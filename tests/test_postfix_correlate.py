@@ -215,3 +215,182 @@ def test_a_backfill_expires_state_in_log_time(tmp_path: Path) -> None:
     assert result.stats["postfix"]["session_idle"] == 1
     assert result.stats["postfix"]["message_expired_from_state"] == 1
     assert len(result.connections()) == 1 + 8 * 48
+
+
+# --- postscreen and SASL AUTH (fixtures/postfix/postscreen.*: real postscreen, real Dovecot SASL) ---------
+
+def by_client(result: Result) -> dict[tuple[str, int], SpanData]:
+    spans: dict[tuple[str, int], SpanData] = {}
+    for s in result.connections():
+        key = (s.attrs["client.address"], s.attrs["client.port"])
+        assert key not in spans, f"two spans for one TCP connection {key}"
+        spans[key] = s
+    return spans
+
+
+def check_postscreen(result: Result, truth: dict) -> None:
+    """Every TCP connection the clients made is one span, found by address and port, with the
+    verdict postscreen had to reach; postscreen-only connections included."""
+    spans = by_client(result)
+    conns = {(c["client_address"], c["client_port"]): c for c in truth["connections"]}
+    assert set(spans) == set(conns)
+    for key, conn in conns.items():
+        span = spans[key]
+        verdict = conn.get("postscreen")
+        assert span.attrs.get("postfix.postscreen.verdict") == verdict, conn["name"]
+        # handed to smtpd: smtpd's session is the same span, its messages queued in it
+        passed_to_smtpd = verdict in ("ALLOWLISTED", "PASS OLD")
+        assert (span.attrs["smtp.service"] == "postscreen") == (verdict is not None and not passed_to_smtpd)
+        if verdict is not None:
+            shown = [e.attrs.get("postfix.postscreen.verdict") or e.attrs.get("postfix.postscreen.test")
+                     for e in span.events if e.name in ("postfix.postscreen", "postfix.postscreen.test")]
+            assert shown[:1] == [verdict], conn["name"]
+        # postscreen logs the server end (smtpd does not): only its connections know the port
+        assert span.attrs.get("server.port") == (truth["server"]["port"] if verdict else None), conn["name"]
+    assert result.metric_total("postfix.connections") == len(truth["connections"])
+
+
+def check_auth(result: Result, truth: dict) -> None:
+    """Every AUTH attempt is one smtp.auth event, in order, with the client's result."""
+    spans = by_client(result)
+    for conn in truth["connections"]:
+        got = events(spans[(conn["client_address"], conn["client_port"])], "smtp.auth")
+        want = conn.get("auth", [])
+        assert [e["smtp.auth.accepted"] for e in got] == [a["accepted"] for a in want], conn["name"]
+        for e, a in zip(got, want, strict=True):
+            if "smtp.auth.method" in e:
+                assert e["smtp.auth.method"] == a["method"], conn["name"]
+            if "smtp.auth.user" in e:
+                assert e["smtp.auth.user"] == a["user"], conn["name"]
+            if "smtp.response.code" in e:
+                assert e["smtp.response.code"] == a["code"], conn["name"]
+            if not a["accepted"]:
+                assert e.get("smtp.auth.reason"), conn["name"]
+    attempts = [a for c in truth["connections"] for a in c.get("auth", [])]
+    for result_name, accepted in (("accepted", True), ("failed", False)):
+        assert result.metric_total("postfix.auth.attempts", {"smtp.auth.result": result_name}) == \
+            sum(1 for a in attempts if a["accepted"] == accepted)
+
+
+def test_postscreen_connections_are_spans_with_their_verdicts() -> None:
+    check_postscreen(*load("postscreen"))
+
+
+def test_every_auth_attempt_is_one_event() -> None:
+    result, truth = load("postscreen")
+    check_auth(result, truth)
+    logins = {(c["client_address"], c["client_port"]): a for c in truth["connections"] for a in c.get("auth", [])
+              if a["accepted"]}
+    spans = by_client(result)
+    named = [spans[k] for k in logins if "smtp.auth.user" in spans[k].attrs]
+    assert named and all(s.attrs["smtp.auth.user"] == logins[(s.attrs["client.address"], s.attrs["client.port"])]
+                         ["user"] for s in named)
+
+
+def test_auth_attempts_are_counted_without_span_events() -> None:
+    """No trace exported: the events are not built, the counter is the same."""
+    full, truth = load("postscreen")
+    lean = run_pipeline([str(FIX / "postscreen.log")], timezone="UTC", traces=False)
+    for k in ("accepted", "failed"):
+        assert lean.metric_total("postfix.auth.attempts", {"smtp.auth.result": k}) == \
+            full.metric_total("postfix.auth.attempts", {"smtp.auth.result": k}) > 0
+    assert lean.metric_total("postfix.connections") == len(truth["connections"])
+
+
+def _run_lines(tmp_path: Path, lines: list[str]) -> Result:
+    log = tmp_path / "mail.log"
+    log.write_text("".join(f"Mar  7 02:09:{i:02d} mx {line}\n" for i, line in enumerate(lines)))
+    return run_pipeline([str(log)], timezone="UTC", year=2026)
+
+
+def test_dnsbl_rejection_on_an_mx(tmp_path: Path) -> None:
+    """The issue's client, in Postfix's formats (postscreen_early.c, postscreen_smtpd.c, dnsblog.c):
+    one span, its DNSBL listing and rank, the rejected recipient, counted once as rejected."""
+    ip, ps = "198.51.100.7", "postfix/postscreen[900]:"
+    result = _run_lines(tmp_path, [
+        f"{ps} CONNECT from [{ip}]:51234 to [192.0.2.1]:25",
+        f"postfix/dnsblog[901]: addr {ip} listed by domain zen.spamhaus.org as 127.0.0.4",
+        f"{ps} PREGREET 14 after 0.08 from [{ip}]:51234: EHLO ylmf-pc\\r\\n",
+        f"{ps} DNSBL rank 3 for [{ip}]:51234",
+        f"{ps} NOQUEUE: reject: RCPT from [{ip}]:51234: 550 5.7.1 Service unavailable; client [{ip}] blocked "
+        f"using zen.spamhaus.org; from=<spam@bot.example>, to=<a@example.org>, proto=ESMTP, helo=<ylmf-pc>",
+        f"{ps} DISCONNECT [{ip}]:51234",
+    ])
+    [span] = result.connections()
+    assert (span.attrs["client.port"], span.attrs["postfix.postscreen.verdict"]) == (51234, "PREGREET")
+    assert span.attrs["postfix.postscreen.dnsbl.rank"] == 3 and span.status_error is None
+    assert events(span, "postfix.dnsbl.listed") == [{"postfix.dnsbl.domain": "zen.spamhaus.org",
+                                                     "postfix.dnsbl.result": "127.0.0.4"}]
+    assert [e["postfix.postscreen.test"] for e in events(span, "postfix.postscreen.test")] == ["PREGREET", "DNSBL"]
+    [rcpt] = events(span, "smtp.rcpt")
+    assert (rcpt["smtp.rcpt_to"], rcpt["smtp.rcpt.accepted"], rcpt["smtp.response.code"]) == (
+        "a@example.org", False, 550)
+    assert events(span, "smtp.reject")[0]["smtp.response.enhanced_code"] == "5.7.1"
+    assert span.attrs["smtp.helo_host"] == "ylmf-pc"
+    assert (span.end_ns - span.start_ns) == 5 * NS
+    assert result.metric_total("postfix.connections") == 1
+    assert result.metric_total("postfix.messages", {"smtp.result": "rejected"}) == 1
+
+
+def test_handoff_without_port_logging_and_a_stalled_client(tmp_path: Path) -> None:
+    """smtpd without smtpd_client_port_logging: the passed connection from that address continues;
+    a client that stalls in postscreen ends in error."""
+    ps = "postfix/postscreen[900]:"
+    result = _run_lines(tmp_path, [
+        f"{ps} CONNECT from [192.0.2.5]:40000 to [192.0.2.1]:25",
+        f"{ps} PASS OLD [192.0.2.5]:40000",
+        "postfix/smtpd[902]: connect from mail.example[192.0.2.5]",
+        f"{ps} CONNECT from [192.0.2.6]:40001 to [192.0.2.1]:25",
+        f"{ps} COMMAND TIME LIMIT from [192.0.2.6]:40001 after RCPT",
+        f"{ps} DISCONNECT [192.0.2.6]:40001",
+        "postfix/smtpd[902]: disconnect from mail.example[192.0.2.5] ehlo=1 quit=1 commands=2",
+    ])
+    passed, stalled = sorted(result.connections(), key=lambda s: s.start_ns)
+    assert (passed.attrs["smtp.service"], passed.attrs["postfix.postscreen.verdict"]) == ("smtpd", "PASS OLD")
+    assert passed.attrs["client.port"] == 40000 and passed.end_ns - passed.start_ns == 6 * NS
+    assert stalled.attrs["postfix.postscreen.verdict"] == "COMMAND TIME LIMIT" and stalled.status_error
+    assert result.metric_total("postfix.connections") == 2
+
+
+def test_auth_summary_counts_attempts_no_line_names(tmp_path: Path) -> None:
+    """auth=1/3 with one failure line: the summary rules the counter; the missing attempt is an
+    inferred event, and the login's client= line gives its method and user."""
+    sd = "postfix/submission/smtpd[77]:"
+    result = _run_lines(tmp_path, [
+        f"{sd} connect from x.example[203.0.113.9]:2000",
+        f"{sd} warning: x.example[203.0.113.9]:2000: SASL LOGIN authentication failed: UGFzc3dvcmQ6",
+        f"{sd} 4F9D195432: client=x.example[203.0.113.9]:2000, sasl_method=PLAIN, sasl_username=u@example.org",
+        f"{sd} disconnect from x.example[203.0.113.9]:2000 ehlo=1 auth=1/3 mail=1 rcpt=0/1 quit=1 commands=4/6",
+    ])
+    [span] = result.connections()
+    got = events(span, "smtp.auth")
+    assert sorted(e["smtp.auth.accepted"] for e in got) == [False, False, True]
+    assert [e for e in got if e.get("smtp.auth.reason") == "UGFzc3dvcmQ6"]
+    assert [e["smtp.auth.user"] for e in got if e["smtp.auth.accepted"]] == ["u@example.org"]
+    assert span.attrs["smtp.command.auth"] == 3 and span.attrs["smtp.command.auth.ok"] == 1
+    assert result.metric_total("postfix.auth.attempts", {"smtp.auth.result": "failed"}) == 2
+    assert result.metric_total("postfix.auth.attempts", {"smtp.auth.result": "accepted"}) == 1
+
+
+def test_postscreen_state_survives_a_restart(tmp_path: Path) -> None:
+    """A tail restart between PASS and smtpd's connect: the saved state continues the span."""
+    from maillog2otel.correlate.postfix import PostfixCorrelator
+    from maillog2otel.parse import Grammar
+    from maillog2otel.records import Record
+
+    from maillog2otel.grammars import postfix as grammar
+
+    g = Grammar([grammar])
+    lines = [("postfix/postscreen", "CONNECT from [192.0.2.5]:40000 to [192.0.2.1]:25"),
+             ("postfix/postscreen", "PASS NEW [192.0.2.5]:40000"),
+             ("postfix/smtpd", "connect from unknown[192.0.2.5]:40000"),
+             ("postfix/smtpd", "disconnect from unknown[192.0.2.5]:40000 ehlo=1 quit=1 commands=2")]
+    events_ = [g.parse(Record((i + 1) * NS, "mx", p, 5, m)) for i, (p, m) in enumerate(lines)]
+    first = PostfixCorrelator()
+    for ev in events_[:2]:
+        first.feed(ev)  # type: ignore[arg-type]
+    second = PostfixCorrelator()
+    second.load_state(json.loads(json.dumps(first.save_state())))
+    out = [o for ev in events_[2:] for o in second.feed(ev)] + second.finish()  # type: ignore[arg-type]
+    [conn] = [o for o in out if hasattr(o, "span_id") and getattr(o, "mta", "") == "postfix"]
+    assert conn.start_ns == 1 * NS and conn.attrs["postfix.postscreen.verdict"] == "PASS NEW"
