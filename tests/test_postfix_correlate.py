@@ -279,12 +279,13 @@ def test_postscreen_connections_are_spans_with_their_verdicts() -> None:
 def test_every_auth_attempt_is_one_event() -> None:
     result, truth = load("postscreen")
     check_auth(result, truth)
-    logins = {(c["client_address"], c["client_port"]): a for c in truth["connections"] for a in c.get("auth", [])
-              if a["accepted"]}
+    logins = {(c["client_address"], c["client_port"]): a for c in truth["connections"]
+              for a in c.get("auth", []) if a["accepted"]}
     spans = by_client(result)
     named = [spans[k] for k in logins if "smtp.auth.user" in spans[k].attrs]
-    assert named and all(s.attrs["smtp.auth.user"] == logins[(s.attrs["client.address"], s.attrs["client.port"])]
-                         ["user"] for s in named)
+    assert named and all(
+        s.attrs["smtp.auth.user"] == logins[(s.attrs["client.address"], s.attrs["client.port"])]["user"]
+        for s in named)
 
 
 def test_auth_attempts_are_counted_without_span_events() -> None:
@@ -321,7 +322,8 @@ def test_dnsbl_rejection_on_an_mx(tmp_path: Path) -> None:
     assert span.attrs["postfix.postscreen.dnsbl.rank"] == 3 and span.status_error is None
     assert events(span, "postfix.dnsbl.listed") == [{"postfix.dnsbl.domain": "zen.spamhaus.org",
                                                      "postfix.dnsbl.result": "127.0.0.4"}]
-    assert [e["postfix.postscreen.test"] for e in events(span, "postfix.postscreen.test")] == ["PREGREET", "DNSBL"]
+    tests = [e["postfix.postscreen.test"] for e in events(span, "postfix.postscreen.test")]
+    assert tests == ["PREGREET", "DNSBL"]
     [rcpt] = events(span, "smtp.rcpt")
     assert (rcpt["smtp.rcpt_to"], rcpt["smtp.rcpt.accepted"], rcpt["smtp.response.code"]) == (
         "a@example.org", False, 550)
@@ -359,8 +361,10 @@ def test_auth_summary_counts_attempts_no_line_names(tmp_path: Path) -> None:
     result = _run_lines(tmp_path, [
         f"{sd} connect from x.example[203.0.113.9]:2000",
         f"{sd} warning: x.example[203.0.113.9]:2000: SASL LOGIN authentication failed: UGFzc3dvcmQ6",
-        f"{sd} 4F9D195432: client=x.example[203.0.113.9]:2000, sasl_method=PLAIN, sasl_username=u@example.org",
-        f"{sd} disconnect from x.example[203.0.113.9]:2000 ehlo=1 auth=1/3 mail=1 rcpt=0/1 quit=1 commands=4/6",
+        f"{sd} 4F9D195432: client=x.example[203.0.113.9]:2000, sasl_method=PLAIN, "
+        "sasl_username=u@example.org",
+        f"{sd} disconnect from x.example[203.0.113.9]:2000 ehlo=1 auth=1/3 mail=1 rcpt=0/1 quit=1 "
+        "commands=4/6",
     ])
     [span] = result.connections()
     got = events(span, "smtp.auth")
@@ -374,11 +378,11 @@ def test_auth_summary_counts_attempts_no_line_names(tmp_path: Path) -> None:
 
 def test_postscreen_state_survives_a_restart(tmp_path: Path) -> None:
     """A tail restart between PASS and smtpd's connect: the saved state continues the span."""
+    from maillog2otel.grammars import postfix as grammar
+
     from maillog2otel.correlate.postfix import PostfixCorrelator
     from maillog2otel.parse import Grammar
     from maillog2otel.records import Record
-
-    from maillog2otel.grammars import postfix as grammar
 
     g = Grammar([grammar])
     lines = [("postfix/postscreen", "CONNECT from [192.0.2.5]:40000 to [192.0.2.1]:25"),

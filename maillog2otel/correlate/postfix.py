@@ -288,7 +288,8 @@ class PostfixCorrelator:
         if f["client_name"] and f["client_name"] != "unknown":
             attrs["net.peer.name"] = f["client_name"]
         sess = Session(key, trace_id, span_id, rec.ts_ns, rec.ts_ns, attrs)
-        screen = self._handoff(rec.host, key[1], f["client_address"], port, rec.ts_ns) if self.handoffs else None
+        screen = (self._handoff(rec.host, key[1], f["client_address"], port, rec.ts_ns) if self.handoffs
+                  else None)
         if screen is not None:  # the client postscreen passed: smtpd continues its span
             sess.trace_id, sess.span_id, sess.start_ns = screen.trace_id, screen.span_id, screen.start_ns
             sess.attrs = {**screen.attrs, **attrs}
@@ -849,7 +850,8 @@ def _session_state(s: Session) -> dict[str, Any]:
 def _session_from(d: dict[str, Any]) -> Session:
     return Session(tuple(d["key"]), bytes.fromhex(d["trace_id"]), bytes.fromhex(d["span_id"]),  # type: ignore[arg-type]
                    d["start_ns"], d["last_ns"], d["attrs"], [SpanEvent(*e) for e in d["events"]], d["error"],
-                   d["end_ns"], d["counts"], [], d["helo"], d["tls_ns"], d.get("sender"), d.get("auth_seen", {}))
+                   d["end_ns"], d["counts"], [], d["helo"], d["tls_ns"], d.get("sender"),
+                   d.get("auth_seen", {}))
 
 
 _MESSAGE_FIELDS = ("first_ns", "last_ns", "origin", "client_ns", "data_ns", "message_id", "mail_from", "size",
