@@ -166,3 +166,22 @@ def test_cli_console_output_is_redacted_too() -> None:
     assert "alice@local.test" not in out and "-> h:" in out
     proc = run_cli("backfill", "--timezone", "UTC", "--redact", "hash", str(log), env=clean_env())
     assert proc.returncode == 2 and "needs a key" in proc.stderr.decode()
+
+
+def test_postscreen_and_auth_identities_are_redacted(otlp_http: OtlpHttpReceiver) -> None:
+    """fixtures/postfix/postscreen: the SASL users of smtp.auth events (accepted and failed), the
+    addresses of postscreen-only connections and the HELO names in postscreen's test details go
+    through --redact / --redact-clients like every other identity."""
+    truth = json.loads((FIXTURES / "postfix" / "postscreen.truth.json").read_text())
+    users = {a["user"].lower() for c in truth["connections"] for a in c.get("auth", []) if a["user"]}
+    screened = [c for c in truth["connections"] if c.get("postscreen") and c["helo_verb"]]
+    clients = {c["client_address"] for c in screened} | {c["helo"].lower() for c in screened}
+    logs = [FIXTURES / "postfix" / "postscreen.log"]
+    plain = _run(logs, otlp_http)
+    assert all(u.encode() in plain for u in users) and all(c.encode() in plain for c in clients)
+    data = _run(logs, otlp_http, redact="hash", redact_clients="hash")
+    assert b"smtp.auth.user" in data and b"postfix.postscreen.detail" in data
+    assert [u for u in users if u.encode() in data] == []
+    # every name and address, as a whole token (127.0.0.1 is the server, logged by postscreen)
+    whole = {c: re.compile(rb"(?<![\w.])" + re.escape(c.encode()) + rb"(?![\w.])") for c in clients}
+    assert [c for c, token in whole.items() if token.search(data)] == []

@@ -60,6 +60,9 @@ _CLIENT_TEXT = re.compile(
     r"|(?P<pre2>\bH=\(?)(?P<v2>[^\s()\[\]]+)"  # Exim H=name (helo) / H=(helo)
     r"|(?P<pre3>\s\()(?P<v3>[^\s()\[\]]+)(?=\) \[)"  # Exim's "(helo) [ip]"
     r"|(?P<v4>[^\s\[\]<>=(),;:]+)(?=\[[0-9A-Fa-f:.]+\])"  # Postfix name[ip]
+    # a HELO/EHLO command a line quotes (postscreen's PREGREET text, pipelining reports), not the
+    # word after "after EHLO from …"
+    r"|(?P<pre5>\b(?:EHLO|HELO|ehlo|helo) )(?!from\b)(?P<v5>[^\s\\]+)"
 )
 
 
@@ -156,7 +159,7 @@ class Redactor:
         line = self.text(line)
         if self.clients != "none":
             def sub(m: re.Match[str]) -> str:
-                for pre, v in (("pre", "v"), ("pre2", "v2"), ("pre3", "v3"), (None, "v4")):
+                for pre, v in (("pre", "v"), ("pre2", "v2"), ("pre3", "v3"), (None, "v4"), ("pre5", "v5")):
                     if m.group(v) is not None:
                         return (m.group(pre) if pre else "") + self._client_sub(m.group(v))
                 return m.group(0)  # pragma: no cover
