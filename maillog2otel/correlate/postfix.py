@@ -58,6 +58,7 @@ _PASSED = frozenset({"PASS NEW", "PASS OLD", "ALLOWLISTED", "WHITELISTED"})
 _NOT_FAILURES = frozenset({"DATA without valid RCPT", "BDAT without valid RCPT"})
 # the client went away or stalled: the connection ends in error, as smtpd's lost connection/timeout
 _CLIENT_FAULT = frozenset({"HANGUP", "COMMAND TIME LIMIT"})
+_AFTER_HELLO = re.compile(r" after (EHLO|HELO)\b")
 
 
 def next_hop_queue_id(text: str) -> str | None:
@@ -488,6 +489,8 @@ class PostfixCorrelator:
                 attrs["postfix.postscreen.dnsbl.rank"] = rank
                 sess.attrs["postfix.postscreen.dnsbl.rank"] = rank
         sess.events.append(SpanEvent("postfix.postscreen.test", ev.record.ts_ns, attrs))
+        if m := _AFTER_HELLO.match(f["rest"]):  # "… after EHLO": postscreen's engine took that command
+            sess.counts.setdefault(m[1].lower(), "1")
         if test not in _NOT_FAILURES:
             sess.attrs.setdefault("postfix.postscreen.verdict", test)
         if test in _CLIENT_FAULT:
