@@ -31,6 +31,15 @@ def test_console_is_the_default_without_an_endpoint() -> None:
     assert "107 read: 107 parsed, 0 foreign, 0 unparsed" in err and "lines/s" in err
 
 
+def test_console_shows_postscreen_verdicts() -> None:
+    """Every postscreen connection is on the console, with its verdict (fixtures/postfix/postscreen)."""
+    proc = run_cli("backfill", "--timezone", "UTC", str(FIXTURES / "postfix" / "postscreen.log"))
+    out = proc.stdout.decode()
+    assert proc.returncode == 0 and "17 connections" in proc.stderr.decode()
+    for verdict in ("DENYLISTED", "PREGREET", "PASS NEW", "PASS OLD", "ALLOWLISTED", "HANGUP"):
+        assert f"postscreen {verdict}" in out, verdict
+
+
 def test_stdin() -> None:
     proc = run_cli("backfill", "--timezone", "UTC", "--exporter", "none", "-", stdin=LOG.read_bytes())
     assert proc.returncode == 0 and "14 connections" in proc.stderr.decode()

@@ -97,6 +97,8 @@ class ConsoleSpans:
                 line += f"  tls {a.get('tls.protocol.version', 'yes')}"
             if "smtp.auth.method" in a:
                 line += f"  auth {a['smtp.auth.method']}"
+            if "postfix.postscreen.verdict" in a:
+                line += f"  postscreen {a['postfix.postscreen.verdict']}"
             w(line + "\n")
             cmds = " ".join(f"{k.split('.', 2)[2]}={v}" for k, v in a.items()
                             if k.startswith("smtp.command.") and not k.endswith(".ok"))
