@@ -229,6 +229,12 @@ RULES: list[Rule] = [
                 r"NON-SMTP COMMAND|BARE NEWLINE|(?:DATA|BDAT) without valid RCPT", "test"),
              rx(r"[^\[]*", "detail"), bracket_addr(), rx(r".*", "rest")),
          ("PREGREET", "HANGUP", "DNSBL", "COMMAND", "NON-SMTP", "BARE", "DATA", "BDAT"), ("postscreen",)),
+    # no queue-ID prefix and a lower-case stage: "reject: connect from [ip]:port: all screening ports busy"
+    Rule("postscreen_busy", seq("reject: connect from ", bracket_addr(), ": ", rx(r".*", "reason")),
+         ("reject",), ("postscreen",)),
+    # once per client when compatibility_level < 3.6 leaves respectful_logging unset
+    Rule("postscreen_compat_note", seq("using backwards-compatible default setting ", rx(r"\S+", "setting"),
+                                       " for client ", bracket_addr()), ("using",), ("postscreen",)),
     Rule("postscreen_cache", seq("cache ", rx(r".*", "rest")), ("cache",), ("postscreen", "verify")),
     Rule("dnsblog_listed", seq("addr ", rx(r"\S+", "client_address"), " listed by domain ",
                                rx(r"\S+", "dnsbl"), " as ", rx(r"\S+", "dnsbl_result")),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -334,6 +336,31 @@ def test_dnsbl_rejection_on_an_mx(tmp_path: Path) -> None:
     assert (span.end_ns - span.start_ns) == 5 * NS
     assert result.metric_total("postfix.connections") == 1
     assert result.metric_total("postfix.messages", {"smtp.result": "rejected"}) == 1
+
+
+def test_refused_at_connect_count_as_pflogsumm_does(tmp_path: Path) -> None:
+    """postscreen's two refusals before any test (postscreen.c): each ends its own span, and the
+    rejections are counted as pflogsumm counts them."""
+    ps = "postfix/postscreen[900]:"
+    lines = [
+        f"{ps} CONNECT from [192.0.2.9]:46157 to [192.0.2.1]:25",
+        f"{ps} reject: connect from [192.0.2.9]:46157: all screening ports busy",
+        f"{ps} DISCONNECT [192.0.2.9]:46157",
+        f"{ps} CONNECT from [192.0.2.10]:46158 to [192.0.2.1]:25",
+        f"{ps} NOQUEUE: reject: CONNECT from [192.0.2.10]:46158: too many connections",
+        f"{ps} DISCONNECT [192.0.2.10]:46158",
+    ]
+    result = _run_lines(tmp_path, lines)
+    busy, many = sorted(result.connections(), key=lambda s: s.start_ns)
+    assert busy.attrs["postfix.postscreen.verdict"] == "BUSY"
+    assert events(busy, "smtp.reject")[0]["smtp.response.code"] == 421
+    assert events(many, "smtp.reject")[0]["smtp.reject.stage"] == "CONNECT"
+    assert result.metric_total("postfix.connections") == 2
+    if shutil.which("pflogsumm") is None:
+        pytest.skip("pflogsumm is not installed (fixtures/postfix/install.sh installs it)")
+    summary = subprocess.run(["pflogsumm", str(tmp_path / "mail.log")], capture_output=True, text=True,
+                             check=True, timeout=60).stdout
+    check_pflogsumm(result, summary)
 
 
 def test_handoff_without_port_logging_and_a_stalled_client(tmp_path: Path) -> None:

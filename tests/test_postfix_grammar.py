@@ -334,6 +334,10 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
                         ("postfix/postscreen", "DATA without valid RCPT from [192.0.2.9]:36942")],
     "postscreen_cache": [("postfix/postscreen", "cache btree:/var/lib/postfix/psc full cleanup: "
                           "retained=1 dropped=0")],
+    "postscreen_busy": [("postfix/postscreen", "reject: connect from [192.0.2.9]:36942: all screening ports "
+                         "busy")],
+    "postscreen_compat_note": [("postfix/postscreen", "using backwards-compatible default setting "
+                                "respectful_logging=no for client [192.0.2.9]:36942")],
     "dnsblog_listed": [("postfix/dnsblog", "addr 192.0.2.9 listed by domain zen.example as 127.0.0.4")],
     "master_started": [("postfix/master", "daemon started -- version 3.7.11, configuration /etc/postfix")],
     "master_terminating": [("postfix/master", "terminating on signal 15")],

@@ -138,7 +138,8 @@ class PostfixCorrelator:
             "pickup_uid": self._pickup, "delivery_status": self._delivery,
             "bounce_notification": self._bounce, "postscreen_connect": self._screen_connect,
             "postscreen_verdict": self._postscreen, "postscreen_test": self._screen_test,
-            "dnsblog_listed": self._dnsblog, "smtpd_sasl_failed": self._sasl_failed,
+            "dnsblog_listed": self._dnsblog, "postscreen_busy": self._screen_busy,
+            "smtpd_sasl_failed": self._sasl_failed,
             "master_process_exit": self._process_exit,
         }
 
@@ -506,6 +507,19 @@ class PostfixCorrelator:
         ev.ctx = (sess.trace_id, sess.span_id)
         sess.events.append(SpanEvent("postfix.dnsbl.listed", ev.record.ts_ns, {
             "postfix.dnsbl.domain": ev.fields["dnsbl"], "postfix.dnsbl.result": ev.fields["dnsbl_result"]}))
+
+    def _screen_busy(self, ev: Event, out: list[Output]) -> None:
+        """Every screening port busy: postscreen refuses the client at once (pflogsumm counts it
+        as a rejection too); its reply is always 421 4.3.2 (postscreen.c)."""
+        rec, reason = ev.record, ev.fields["reason"]
+        out.append(Count(MTA, rec.host, rec.ts_ns, "rejected", reason=reason))
+        sess = self._screen(ev)
+        if sess is None:
+            return
+        sess.attrs.setdefault("postfix.postscreen.verdict", "BUSY")
+        sess.events.append(SpanEvent("smtp.reject", rec.ts_ns, {
+            "smtp.reject.action": "reject", "smtp.reject.stage": "CONNECT", "smtp.reject.reason": reason,
+            "smtp.response.code": 421, "smtp.response.enhanced_code": "4.3.2"}))
 
     def _screen_reject(self, ev: Event, sess: Session) -> None:
         """What postscreen's own SMTP engine proves: the HELO/EHLO (proto=), the MAIL (from=) and
