@@ -252,6 +252,7 @@ def check_postscreen(result: Result, truth: dict) -> None:
         # postscreen logs the server end (smtpd does not): only its connections know the port
         assert span.attrs.get("server.port") == (truth["server"]["port"] if verdict else None), conn["name"]
     assert result.metric_total("postfix.connections") == len(truth["connections"])
+    assert result.metric_total("postfix.connection.duration") == len(truth["connections"])
 
 
 def check_auth(result: Result, truth: dict) -> None:
@@ -336,6 +337,28 @@ def test_dnsbl_rejection_on_an_mx(tmp_path: Path) -> None:
     assert (span.end_ns - span.start_ns) == 5 * NS
     assert result.metric_total("postfix.connections") == 1
     assert result.metric_total("postfix.messages", {"smtp.result": "rejected"}) == 1
+
+
+def test_legacy_names_ipv6_and_a_veto(tmp_path: Path) -> None:
+    """Postfix < 3.6 words (WHITELISTED, WHITELIST VETO, BLACKLISTED) on IPv6 clients: a veto is
+    an event, not the verdict; the client that passes still reaches smtpd as the same span."""
+    ps = "postfix/postscreen[900]:"
+    result = _run_lines(tmp_path, [
+        f"{ps} CONNECT from [2001:db8::5]:40000 to [2001:db8::1]:25",
+        f"{ps} WHITELIST VETO [2001:db8::5]:40000",
+        f"{ps} PASS NEW [2001:db8::5]:40000",
+        "postfix/smtpd[902]: connect from mail.example[2001:db8::5]:40000",
+        f"{ps} CONNECT from [2001:db8::6]:40001 to [2001:db8::1]:25",
+        f"{ps} BLACKLISTED [2001:db8::6]:40001",
+        f"{ps} DISCONNECT [2001:db8::6]:40001",
+        "postfix/smtpd[902]: disconnect from mail.example[2001:db8::5]:40000 ehlo=1 quit=1 commands=2",
+    ])
+    passed, listed = sorted(result.connections(), key=lambda s: s.start_ns)
+    assert (passed.attrs["postfix.postscreen.verdict"], passed.attrs["smtp.service"]) == ("PASS NEW", "smtpd")
+    assert [e["postfix.postscreen.verdict"] for e in events(passed, "postfix.postscreen")] == [
+        "WHITELIST VETO", "PASS NEW"]
+    assert (listed.attrs["postfix.postscreen.verdict"], listed.attrs["server.address"]) == (
+        "BLACKLISTED", "2001:db8::1")
 
 
 def test_refused_at_connect_count_as_pflogsumm_does(tmp_path: Path) -> None:
