@@ -428,6 +428,22 @@ def test_auth_summary_counts_attempts_no_line_names(tmp_path: Path) -> None:
     assert result.metric_total("postfix.auth.attempts", {"smtp.auth.result": "accepted"}) == 1
 
 
+def test_inferred_login_follows_the_logged_failures(tmp_path: Path) -> None:
+    """auth=1/2, one failure logged and no mail: the login no line names comes after the failure."""
+    sd = "postfix/submission/smtpd[77]:"
+    result = _run_lines(tmp_path, [
+        f"{sd} connect from x.example[203.0.113.9]:2000",
+        f"{sd} warning: x.example[203.0.113.9]:2000: SASL PLAIN authentication failed: "
+        "authentication failure, sasl_username=u@example.org",
+        f"{sd} disconnect from x.example[203.0.113.9]:2000 ehlo=1 auth=1/2 quit=1 commands=3/4",
+    ])
+    [span] = result.connections()
+    got = [(e.ts_ns - span.start_ns, e.attrs["smtp.auth.accepted"]) for e in span.events
+           if e.name == "smtp.auth"]
+    assert got == [(1 * NS, False), (1 * NS, True)]
+    assert "smtp.auth.user" not in span.attrs  # only a login keeps the user on the span
+
+
 def test_postscreen_state_survives_a_restart(tmp_path: Path) -> None:
     """A tail restart between PASS and smtpd's connect: the saved state continues the span."""
     from maillog2otel.grammars import postfix as grammar

@@ -785,10 +785,14 @@ class PostfixCorrelator:
                 self._close_message(msg)
             return Connection(MTA, s.key[0], s.trace_id, s.span_id, s.start_ns, max(s.end_ns, s.start_ns),
                               s.attrs, [], s.error, commands, auth)
-        for result, n in auth.items():  # attempts only the summary counts
+        # attempts only the summary counts; a login that no client= line names came after the
+        # failures that were logged (a client stops trying once it is in)
+        last_failure = max((e.ts_ns for e in events if e.name == "smtp.auth"), default=s.start_ns)
+        for result, n in auth.items():
             for _ in range(n - s.auth_seen.get(result, 0)):
-                events.append(SpanEvent("smtp.auth", s.start_ns, {"smtp.auth.accepted": result == "accepted",
-                                                                  "smtp.event.inferred": True}))
+                at = last_failure if result == "accepted" else s.start_ns
+                events.append(SpanEvent("smtp.auth", at, {"smtp.auth.accepted": result == "accepted",
+                                                          "smtp.event.inferred": True}))
         inferred = {"smtp.event.inferred": True}
         last_ns = s.end_ns or s.last_ns
         for verb in ("ehlo", "helo"):
