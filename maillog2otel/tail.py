@@ -734,19 +734,6 @@ class _ExportGuard:
         self.active = False
 
 
-def _framer_state(f: Framer) -> dict[str, Any]:
-    return {"year": f.year.year, "last_month": f.year.last_month, "ref_month": f.year.ref_month,
-            "last_ns": f.last_ns, "native": f.native}
-
-
-def _restore_framer(f: Framer, s: dict[str, Any] | None) -> None:
-    if not s:
-        return
-    f.year = YearGuess(int(s["year"]), int(s.get("last_month", 0)), int(s.get("ref_month", 12)))
-    f.last_ns = int(s.get("last_ns", 0))
-    f.native = s.get("native")
-
-
 @dataclass
 class TailOptions:
     state_path: str
@@ -833,7 +820,7 @@ class Tailer:
             self.cursor_pos = journal.cursor_position(self.cursor)
         for key, fs in (saved or {}).get("framers", {}).items():
             index = next((f.index for f in self.followers if f.path == key), 0)
-            _restore_framer(self._framer(key, index), fs)
+            statefile.restore_framer(self._framer(key, index), fs)
         for f in self.followers:
             entry = files.get(f.path)
             if entry is not None and self.opts.from_beginning:
@@ -1030,7 +1017,7 @@ class Tailer:
         doc: dict[str, Any] = {
             "paths": [f.path for f in self.followers] or ["-"],
             "files": {f.path: f.save() for f in self.followers},
-            "framers": {k: _framer_state(v) for k, v in self.framers.items()},
+            "framers": {k: statefile.framer_state(v) for k, v in self.framers.items()},
             "clock_ns": self.clock.log_ns,
             "pipeline": snapshot,
         }
