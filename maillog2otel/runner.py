@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 
@@ -55,8 +56,6 @@ class Progress:
 
 
 def _total_bytes(paths: list[str]) -> int:
-    import os
-
     total = 0
     for p in paths:
         if p != "-" and not p.endswith(".gz"):
@@ -200,11 +199,11 @@ class _Resumable:
             return self._run(saved, notes)
         finally:
             lock.release()
+            if not os.path.exists(self.state_path):  # nothing to continue: leave no lock file behind
+                statefile.remove(self.state_path)
 
     def _order(self, saved: list[list[dict]]) -> None:
         """The sets in the order the interrupted run had them (positions are by index)."""
-        import os
-
         by_first = {os.path.abspath(s[0]): s for s in self.streams}
         self.streams = [by_first[files[0]["path"]] for files in saved]
 
@@ -342,7 +341,7 @@ class _Resumable:
         exported = f"exported  {total['spans']:,} spans, {total['points']:,} metric points" + (
             f" ({self.spans.stats.spans:,} and {self.metrics.stats.points:,} by this run)"
             if self.before.get("lines") else "")
-        extra = [f"state     {self.state_path} ({self.checkpoints:,} checkpoints)"]
+        extra = [f"resume    {self.state_path} ({self.checkpoints:,} checkpoints)"]
         if rejected:
             extra.append(f"lost      {rejected:,} spans and points rejected by the collector (not retried)")
         _summary(self.pipeline, self.stats, self.spans, self.metrics, elapsed,  # type: ignore[arg-type]
