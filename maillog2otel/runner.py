@@ -281,12 +281,11 @@ class _Resumable:
             sys.stderr.write(f"maillog2otel: {err}\n")
             code = code or 1
         rejected = self.spans.rejected + self.metrics.rejected
-        if code == 0 and not rejected:
+        if code == 0:
             from maillog2otel import state as statefile
 
             statefile.remove(self.state_path)  # done: the same command later reads everything again
-        elif code == 0:
-            code = 1
+            code = 1 if rejected else 0  # rejected for good: a re-run would not change it
         if not self.settings.quiet:
             self._summary(time.monotonic() - started, rejected)
         return code
@@ -341,7 +340,8 @@ class _Resumable:
         exported = f"exported  {total['spans']:,} spans, {total['points']:,} metric points" + (
             f" ({self.spans.stats.spans:,} and {self.metrics.stats.points:,} by this run)"
             if self.before.get("lines") else "")
-        extra = [f"resume    {self.state_path} ({self.checkpoints:,} checkpoints)"]
+        extra = [f"resume    {self.state_path} ({self.checkpoints:,} checkpoints"
+                 + (", removed: the run is complete)" if not os.path.exists(self.state_path) else ")")]
         if rejected:
             extra.append(f"lost      {rejected:,} spans and points rejected by the collector (not retried)")
         _summary(self.pipeline, self.stats, self.spans, self.metrics, elapsed,  # type: ignore[arg-type]
