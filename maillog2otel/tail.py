@@ -1012,8 +1012,13 @@ class Tailer:
 
     def _checkpoint(self) -> None:
         snapshot = self.pipeline.save_state()  # also hands pending spans to the buffers
+        blocked = time.monotonic_ns()
         self.spans.flush()
         self.metrics.flush()
+        # reading was paused meanwhile (for as long as the collector refused): that wall time is
+        # not log time, or an outage would expire open sessions and close windows that the lines
+        # read after it still belong to
+        self.clock.anchor_wall += time.monotonic_ns() - blocked
         doc: dict[str, Any] = {
             "paths": [f.path for f in self.followers] or ["-"],
             "files": {f.path: f.save() for f in self.followers},
