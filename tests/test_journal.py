@@ -153,6 +153,7 @@ def test_after_cursor_resumes_without_loss_or_duplicates(journal_and_truth, tmp_
     first = run_cli("tail", "--endpoint", otlp_http.endpoint, "--timezone", "UTC", "--state", str(state), "-",
                     stdin=b"".join(out[:cut]), env=env, timeout=30)
     assert first.returncode == 0, first.stderr.decode()
+    assert re.search(r"kept      \d+ open sessions", first.stderr.decode()), first.stderr.decode()
     m = re.search(r"--after-cursor=([^'\s]+)", first.stderr.decode())
     assert m, first.stderr.decode()
     err = journalctl_into_tail(journal, state, otlp_http.endpoint, "-o", "json", "--all",
