@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
+import threading
 import time
 
 from maillog2otel import ops as ops_mod
@@ -152,6 +154,14 @@ def run_backfill(paths: list[str], settings: Settings, *, grammars_dir: str | No
     return code
 
 
+class _Terminated(BaseException):
+    """SIGTERM during a resumable backfill: leave as Ctrl-C does, saying how to continue."""
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise _Terminated
+
+
 class _Resumable:
     """A backfill with a state file: exports only at checkpoints, each followed by the state of
     that moment; continues an interrupted run of the same command (``maillog2otel.resume``)."""
@@ -159,8 +169,6 @@ class _Resumable:
     def __init__(self, paths: list[str], settings: Settings, span_sink: Sink, metric_sink: Sink,
                  state_path: str, progress: Progress, grammars_dir: str | None, linger_s: float,
                  checkpoint_s: float, checkpoint_items: int) -> None:
-        import threading
-
         from maillog2otel.tail import BufferedSink, _ExportGuard
 
         self.paths, self.settings, self.state_path = paths, settings, state_path
@@ -240,6 +248,9 @@ class _Resumable:
         positions = self.positions
         feed, unframed = pipeline.feed, pipeline.unframed
         code = 0
+        old_term = None
+        if threading.current_thread() is threading.main_thread():  # SIGTERM: stop as Ctrl-C does
+            old_term = signal.signal(signal.SIGTERM, _terminate)
         try:
             for n, (_key, si, fi, offset, rec, text) in enumerate(reader.items(), start=1):
                 if rec is None:
@@ -270,12 +281,16 @@ class _Resumable:
             sys.stderr.write(f"maillog2otel: {exc}\n")
             ops.abort(str(exc))
             code = 1
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, _Terminated) as exc:
             self.progress.done()
-            sys.stderr.write("maillog2otel: interrupted\n")
+            why = "terminated" if isinstance(exc, _Terminated) else "interrupted"
+            sys.stderr.write(f"maillog2otel: {why}\n")
             self._stopped()
-            ops.abort("interrupted")
-            code = 130
+            ops.abort(why)
+            code = 143 if isinstance(exc, _Terminated) else 130
+        finally:
+            if old_term is not None:
+                signal.signal(signal.SIGTERM, old_term)
         self.progress.done()
         for err in self.stats.errors:
             sys.stderr.write(f"maillog2otel: {err}\n")

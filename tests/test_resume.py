@@ -169,7 +169,8 @@ def _rss_kib(pid: int) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM],
+                         ids=["kill-9", "ctrl-c", "sigterm"])
 def test_stopped_at_a_random_point_the_same_command_continues(big: Truth, otlp_http: OtlpHttpReceiver,
                                                               tmp_path: Path, how: signal.Signals) -> None:
     """Stopped after a random number of accepted requests, then re-run as it was: the union of
@@ -183,7 +184,8 @@ def test_stopped_at_a_random_point_the_same_command_continues(big: Truth, otlp_h
     when_requests(otlp_http, stop_after, lambda: proc.poll() is None and proc.send_signal(how)).join(90)
     _, err1 = proc.communicate(timeout=60)
     first = len(span_ids(otlp_http))
-    if how == signal.SIGINT and proc.returncode == 130:
+    if proc.returncode in (130, 143):  # stopped cleanly (not when it had finished already)
+        assert proc.returncode == 128 + how
         assert "continue with:" in err1.decode() or "nothing was exported yet" in err1.decode()
     second = subprocess.run(cmd, env=env, capture_output=True, check=False, timeout=120)
     err = second.stderr.decode()
@@ -193,7 +195,7 @@ def test_stopped_at_a_random_point_the_same_command_continues(big: Truth, otlp_h
     assert final_points(otlp_http) == big.metrics, f"seed {seed}"
     again = (Counter(ids) - big.spans).total()
     assert again <= CHECKPOINT_ITEMS + 2048, f"seed {seed}: {again} spans sent twice"
-    if proc.returncode in (-signal.SIGKILL, 130) and 0 < first < len(big.spans) and again < first:
+    if proc.returncode in (-signal.SIGKILL, 130, 143) and 0 < first < len(big.spans) and again < first:
         assert "continuing the interrupted backfill" in err
     assert state_files(env) == []
 
