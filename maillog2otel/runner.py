@@ -84,7 +84,16 @@ def _state_path(paths: list[str], settings: Settings, state: str | None, use_sta
     otlp = "otlp" in (settings.traces.exporter, settings.metrics.exporter)
     if use_state is None and ("-" in paths or not otlp or sinks is not None):
         return None
-    return statefile.default_state_path(paths, kind="backfill")
+    path = statefile.default_state_path(paths, kind="backfill")
+    try:  # a default place that cannot be written (no home, read-only) must not stop the backfill
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if not os.access(os.path.dirname(path), os.W_OK):
+            raise PermissionError("not writable")
+    except OSError as exc:
+        sys.stderr.write(f"maillog2otel: cannot keep a state in {os.path.dirname(path)} ({exc}): an "
+                         "interrupted run will start again from the first line (--state PATH: elsewhere)\n")
+        return None
+    return path
 
 
 def run_backfill(paths: list[str], settings: Settings, *, grammars_dir: str | None = None,
