@@ -46,8 +46,8 @@ NamespaceOpt = Annotated[str | None, typer.Option("--metric-namespace", help="Me
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")]
 GrammarsOpt = Annotated[Path | None, typer.Option("--grammars", help="Directory of extra grammar files.")]
 RetryOpt = Annotated[float | None, typer.Option(
-    "--retry-for", help="Seconds to keep retrying a batch the collector refuses before giving up (exit 1).",
-    envvar="MAILLOG2OTEL_RETRY_BUDGET_S")]
+    "--retry-for", help="A deadline: stop (exit 1, resumable) when the collector refuses one batch for this "
+    "many seconds (default: wait for it however long it takes).", envvar="MAILLOG2OTEL_RETRY_BUDGET_S")]
 
 # operations (docs/operations.md)
 LogsOpt = Annotated[bool | None, typer.Option(
@@ -115,6 +115,12 @@ def backfill(
     linger: Annotated[float, typer.Option(
         "--linger", help="With --prometheus: keep serving this many seconds after the end of the input, so a "
         "scrape sees the final values.")] = 0.0,
+    state: Annotated[Path | None, typer.Option(
+        "--state", help="State file that lets an interrupted backfill continue where it stopped (default, "
+        "when files are exported over OTLP: $XDG_STATE_HOME/maillog2otel/backfill-<name>-<hash>.json; "
+        "removed when the run completes).", envvar="MAILLOG2OTEL_BACKFILL_STATE")] = None,
+    no_state: Annotated[bool, typer.Option(
+        "--no-state", help="Keep no state: an interrupted run starts again from the first line.")] = False,
 ) -> None:
     """Read logs to the end and export their traces and metrics with the logs' own timestamps.
 
@@ -125,6 +131,10 @@ def backfill(
         maillog2otel backfill --endpoint http://collector:4318 mainlog.3.gz mainlog.2.gz mainlog.1 mainlog
 
         zcat old/*.gz | maillog2otel backfill --year 2024 -
+
+    While the collector is down reading pauses, and the run goes on when it is back. Stopped
+    (Ctrl-C, kill, a crash, a --retry-for deadline), the same command continues after the last
+    exported line (see --state).
     """
     from maillog2otel.runner import run_backfill
 
@@ -133,7 +143,10 @@ def backfill(
                          endpoint=endpoint, service_name=service_name, metric_namespace=metric_namespace,
                          quiet=quiet, retry_budget_s=retry_for,
                          **_ops(logs, redact, redact_clients, redact_key_file, reject_classes, prometheus))
-    code = run_backfill(paths, settings, grammars_dir=str(grammars) if grammars else None, linger_s=linger)
+    if state and no_state:
+        raise _fail("--state and --no-state contradict each other", 2)
+    code = run_backfill(paths, settings, grammars_dir=str(grammars) if grammars else None, linger_s=linger,
+                        state=str(state) if state else None, use_state=False if no_state else None)
     raise typer.Exit(code)
 
 

@@ -79,7 +79,8 @@ class Settings:
     export_interval_ms: int = 60_000
     delta: bool = False
     quiet: bool = False
-    retry_budget_s: float = 120.0  # how long one batch is retried before the run gives up
+    # how long one refused batch is retried before the run stops; < 0: for ever (wait out the collector)
+    retry_budget_s: float = -1.0
     # operations (docs/operations.md): log records, redaction, reject classes, Prometheus/health
     logs: ExportTarget = ExportTarget("none")
     redact: str = "none"  # none | hash | domain | drop
@@ -243,7 +244,7 @@ def build_settings(*, env: Mapping[str, str] | None = None, config_path: str | N
         service_version=ini_get("main", "service_version"), resource_attributes=resource,
         metric_namespace=metric_namespace or ini_get("metrics", "namespace"),
         export_interval_ms=interval_ms, delta=temporality in ("delta", "lowmemory"), quiet=quiet,
-        retry_budget_s=retry_budget_s if retry_budget_s is not None else 120.0, **ops,
+        retry_budget_s=retry_budget_s if retry_budget_s is not None else -1.0, **ops,
     )
 
 

@@ -329,9 +329,8 @@ def default_host(settings: Settings) -> str:
     return settings.hostname or socket.gethostname().split(".")[0]
 
 
-def stream_records(paths: list[str], index: int, settings: Settings, pipeline: Pipeline,
-                   stats: SourceStats, on_line: Callable[[], None] | None = None) -> Iterator[Record]:
-    """One rotated set, oldest file first, framed; lines without an envelope are counted."""
+def stream_framer(paths: list[str], index: int, settings: Settings) -> Framer:
+    """The framer of one rotated set: year-less stamps are placed from its oldest file's mtime."""
     clock = LocalClock(settings.timezone)
     if settings.year is not None:
         year = YearGuess(settings.year, ref_month=12)
@@ -339,7 +338,13 @@ def stream_records(paths: list[str], index: int, settings: Settings, pipeline: P
         mtime = first_mtime(paths)
         ref = dt.datetime.fromtimestamp(mtime if mtime is not None else time.time(), clock.tz)
         year = YearGuess(ref.year, ref_month=ref.month)
-    framer = Framer(stream=index, clock=clock, year=year, default_host=default_host(settings))
+    return Framer(stream=index, clock=clock, year=year, default_host=default_host(settings))
+
+
+def stream_records(paths: list[str], index: int, settings: Settings, pipeline: Pipeline,
+                   stats: SourceStats, on_line: Callable[[], None] | None = None) -> Iterator[Record]:
+    """One rotated set, oldest file first, framed; lines without an envelope are counted."""
+    framer = stream_framer(paths, index, settings)
     untimed = timed = 0
     for path in paths:
         for text, offset in read_lines(path, stats):
@@ -352,13 +357,17 @@ def stream_records(paths: list[str], index: int, settings: Settings, pipeline: P
             else:
                 timed += 1
             yield rec
+    warn_untimed(paths[-1], untimed, timed)
+
+
+def warn_untimed(path: str, untimed: int, timed: int) -> None:
     if untimed > timed:  # a few stamp-less start-up lines are normal; a stamp-less log is not
         logging.getLogger("maillog2otel").warning(
             "%s: %d of %d lines carry no time (Haraka with timestamps=false?). A backfill cannot know "
             "when they happened: their spans and metric points carry the last time seen before them, "
             "or 1970-01-01 when there was none. Durations come from Haraka's own time= and stay right. "
             "Set timestamps=true in Haraka's log.ini, or read such a log live with tail.",
-            paths[-1], untimed, untimed + timed)
+            path, untimed, untimed + timed)
 
 
 def backfill_records(paths: list[str], settings: Settings, pipeline: Pipeline,

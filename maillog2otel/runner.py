@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import sys
+import threading
 import time
 
 from maillog2otel import ops as ops_mod
@@ -11,7 +14,7 @@ from maillog2otel.config import Settings
 from maillog2otel.export.base import ExportError, Sink, make_sinks
 from maillog2otel.export.encode import Resources
 from maillog2otel.pipeline import Pipeline, backfill_records
-from maillog2otel.sources import SourceError, SourceStats, check_readable
+from maillog2otel.sources import SourceError, SourceStats, check_readable, group_streams
 
 
 def _resources(settings: Settings) -> Resources:
@@ -25,8 +28,10 @@ class Progress:
     def __init__(self, total_bytes: int, enabled: bool) -> None:
         self.total, self.enabled = total_bytes, enabled and sys.stderr.isatty()
         self.next_at = time.monotonic() + 0.5
+        self.lines = 0
 
     def update(self, stats: SourceStats, lines: int) -> None:
+        self.lines = lines
         if not self.enabled or time.monotonic() < self.next_at:
             return
         self.next_at = time.monotonic() + 0.5
@@ -35,14 +40,24 @@ class Progress:
         sys.stderr.write(f"\r[{bar:<30}] {frac * 100:5.1f}%  {lines:,} lines")
         sys.stderr.flush()
 
+    def waiting(self, signal: str, since: float | None, error: str) -> None:
+        """The collector refuses (``since``: when it started) or is back (None): reading is paused."""
+        if not self.enabled:
+            return
+        if since is None:
+            self.done()
+            return
+        stamp = time.strftime("%H:%M:%S", time.localtime(since))
+        text = f"waiting for collector since {stamp} ({error}); {self.lines:,} lines read"
+        sys.stderr.write("\r" + text[:110].ljust(70))
+        sys.stderr.flush()
+
     def done(self) -> None:
         if self.enabled:
-            sys.stderr.write("\r" + " " * 70 + "\r")
+            sys.stderr.write("\r" + " " * 110 + "\r")
 
 
 def _total_bytes(paths: list[str]) -> int:
-    import os
-
     total = 0
     for p in paths:
         if p != "-" and not p.endswith(".gz"):
@@ -51,19 +66,61 @@ def _total_bytes(paths: list[str]) -> int:
     return total
 
 
+CHECKPOINT_S = 5.0  # a resumable backfill exports and saves its state at least this often …
+CHECKPOINT_ITEMS = 8192  # … and when this many spans or metric points wait for export
+
+
+def _state_path(paths: list[str], settings: Settings, state: str | None, use_state: bool | None,
+                sinks: object) -> str | None:
+    """Where a backfill keeps its state, or None. Default: on when files are read (stdin cannot
+    be read again from a position) and something is exported over OTLP (a collector accepts data,
+    so a re-run would otherwise send it twice)."""
+    from maillog2otel import state as statefile
+
+    if use_state is False:
+        return None
+    if state:
+        return state
+    otlp = "otlp" in (settings.traces.exporter, settings.metrics.exporter)
+    if use_state is None and ("-" in paths or not otlp or sinks is not None):
+        return None
+    path = statefile.default_state_path(paths, kind="backfill")
+    try:  # a default place that cannot be written (no home, read-only) must not stop the backfill
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if not os.access(os.path.dirname(path), os.W_OK):
+            raise PermissionError("not writable")
+    except OSError as exc:
+        sys.stderr.write(f"maillog2otel: cannot keep a state in {os.path.dirname(path)} ({exc}): an "
+                         "interrupted run will start again from the first line (--state PATH: elsewhere)\n")
+        return None
+    return path
+
+
 def run_backfill(paths: list[str], settings: Settings, *, grammars_dir: str | None = None,
-                 sinks: tuple[Sink, Sink] | None = None, linger_s: float = 0.0) -> int:
+                 sinks: tuple[Sink, Sink] | None = None, linger_s: float = 0.0, state: str | None = None,
+                 use_state: bool | None = None, checkpoint_s: float = CHECKPOINT_S,
+                 checkpoint_items: int = CHECKPOINT_ITEMS) -> int:
+    """Read ``paths`` to the end and export. The collector is waited out (``retry_budget_s`` < 0)
+    or given a deadline; with a state file (``maillog2otel.resume``) a stopped run continues."""
     for p in paths:
         try:
             check_readable(p)
         except SourceError as exc:
             sys.stderr.write(f"maillog2otel: {exc}\n")
             return 1
+    if state and "-" in paths:
+        sys.stderr.write("maillog2otel: --state needs files: stdin cannot be read again from a position\n")
+        return 2
+    state_path = _state_path(paths, settings, state, use_state, sinks)
+    progress = Progress(_total_bytes(paths), not settings.quiet)
     if sinks is None:
         span_sink, metric_sink = make_sinks(settings.traces, settings.metrics, _resources(settings),
-                                            budget_s=settings.retry_budget_s)
+                                            budget_s=settings.retry_budget_s, on_wait=progress.waiting)
     else:
         span_sink, metric_sink = sinks
+    if state_path is not None:
+        return _Resumable(paths, settings, span_sink, metric_sink, state_path, progress, grammars_dir,
+                          linger_s, checkpoint_s, checkpoint_items).run()
     pipeline = Pipeline(settings, span_sink, metric_sink, grammars_dir=grammars_dir)
     try:  # --logs, --prometheus (maillog2otel.ops)
         ops = ops_mod.attach(pipeline, settings, _resources(settings), mode="backfill", sources=paths,
@@ -72,7 +129,6 @@ def run_backfill(paths: list[str], settings: Settings, *, grammars_dir: str | No
         sys.stderr.write(f"maillog2otel: {exc}\n")
         return 1
     stats = SourceStats()
-    progress = Progress(_total_bytes(paths), not settings.quiet)
     started = time.monotonic()
     code = 0
     try:
@@ -87,7 +143,11 @@ def run_backfill(paths: list[str], settings: Settings, *, grammars_dir: str | No
         metric_sink.close()
         ops.close(error="; ".join(stats.errors) or None, linger_s=linger_s)
     except ExportError as exc:
+        progress.done()
         sys.stderr.write(f"maillog2otel: {exc}\n")
+        if "-" not in paths:
+            sys.stderr.write("maillog2otel: no state was kept (--no-state, or nothing exported over OTLP): "
+                             "running the command again starts from the first line\n")
         ops.abort(str(exc))
         code = 1
     except SourceError as exc:
@@ -103,18 +163,229 @@ def run_backfill(paths: list[str], settings: Settings, *, grammars_dir: str | No
     return code
 
 
+class _Terminated(BaseException):
+    """SIGTERM during a resumable backfill: leave as Ctrl-C does, saying how to continue."""
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise _Terminated
+
+
+class _Resumable:
+    """A backfill with a state file: exports only at checkpoints, each followed by the state of
+    that moment; continues an interrupted run of the same command (``maillog2otel.resume``)."""
+
+    def __init__(self, paths: list[str], settings: Settings, span_sink: Sink, metric_sink: Sink,
+                 state_path: str, progress: Progress, grammars_dir: str | None, linger_s: float,
+                 checkpoint_s: float, checkpoint_items: int) -> None:
+        from maillog2otel.tail import BufferedSink, _ExportGuard
+
+        self.paths, self.settings, self.state_path = paths, settings, state_path
+        self.inner = (span_sink, metric_sink)
+        guard = _ExportGuard(threading.Event())  # never stopped: SIGINT/SIGTERM end the process
+        self.spans = BufferedSink(span_sink, "spans", guard, flush_at=checkpoint_items)
+        self.metrics = BufferedSink(metric_sink, "metrics", guard, flush_at=checkpoint_items)
+        self.progress, self.grammars_dir, self.linger_s = progress, grammars_dir, linger_s
+        self.checkpoint_s = checkpoint_s
+        self.streams = group_streams(paths)
+        self.positions: list[list[int] | None] = [None] * len(self.streams)
+        self.stats = SourceStats()
+        self.checkpoints = 0
+        self.before = {"spans": 0, "points": 0, "lines": 0}  # exported by the interrupted runs
+
+    def run(self) -> int:
+        from maillog2otel import resume
+        from maillog2otel import state as statefile
+
+        lock = statefile.StateLock(self.state_path, "backfill")
+        try:
+            lock.acquire()
+            saved = statefile.load(self.state_path, "backfill")
+            inputs = [[resume.identify(p) for p in s] for s in self.streams]
+            notes: list[str] = []
+            if saved is not None:
+                resume.check_settings(saved.get("settings", {}), self.settings, self.state_path)
+                notes = resume.check_inputs(saved["inputs"], inputs, saved["positions"], self.state_path)
+                self._order(saved["inputs"])
+        except (statefile.StateError, OSError) as exc:
+            lock.release()
+            sys.stderr.write(f"maillog2otel: {exc}\n")
+            return 2
+        self.inputs = inputs
+        try:
+            return self._run(saved, notes)
+        finally:
+            lock.release()
+            if not os.path.exists(self.state_path):  # nothing to continue: leave no lock file behind
+                statefile.remove(self.state_path)
+
+    def _order(self, saved: list[list[dict]]) -> None:
+        """The sets in the order the interrupted run had them (positions are by index)."""
+        by_first = {os.path.abspath(s[0]): s for s in self.streams}
+        self.streams = [by_first[files[0]["path"]] for files in saved]
+
+    def _run(self, saved: dict | None, notes: list[str]) -> int:
+        from maillog2otel import resume
+
+        settings = self.settings
+        pipeline = self.pipeline = Pipeline(settings, self.spans, self.metrics,  # type: ignore[arg-type]
+                                            grammars_dir=self.grammars_dir)
+        framers = None
+        if saved is not None:
+            pipeline.load_state(saved["pipeline"])
+            resume.load_counters(pipeline.counters, self.stats, saved.get("counters", {}))
+            self.positions = [list(p) if p is not None else None for p in saved["positions"]]
+            framers = saved.get("framers")
+            self.before = {k: int(v) for k, v in saved.get("exported", {}).items()}
+            self.checkpoints = int(saved.get("checkpoints", 0))
+            self.before["lines"] = pipeline.counters.lines
+            for note in notes:
+                sys.stderr.write(f"maillog2otel: {note}\n")
+            sys.stderr.write(f"maillog2otel: continuing the interrupted backfill of {self.state_path}: "
+                             f"{pipeline.counters.lines:,} lines were exported before\n")
+        try:
+            ops = ops_mod.attach(pipeline, settings, _resources(settings), mode="backfill",
+                                 sources=self.paths, budget_s=settings.retry_budget_s)
+        except OSError as exc:
+            sys.stderr.write(f"maillog2otel: {exc}\n")
+            return 1
+        self.ops = ops
+        reader = resume.Reader(self.streams, settings, self.stats, self.positions, framers)
+        self.reader = reader
+        started = time.monotonic()
+        last = started
+        positions = self.positions
+        feed, unframed = pipeline.feed, pipeline.unframed
+        code = 0
+        old_term = None
+        if threading.current_thread() is threading.main_thread():  # SIGTERM: stop as Ctrl-C does
+            old_term = signal.signal(signal.SIGTERM, _terminate)
+        try:
+            for n, (_key, si, fi, offset, rec, text) in enumerate(reader.items(), start=1):
+                if rec is None:
+                    unframed(text)
+                else:
+                    feed(rec)
+                positions[si] = [fi, offset]
+                if not n & 0x3FF:
+                    due = self.spans.full or self.metrics.full or time.monotonic() - last >= self.checkpoint_s
+                    if due and resume.resumable(pipeline):
+                        self._checkpoint()
+                        last = time.monotonic()
+                    if not n & 0x3FFF:
+                        self.progress.update(self.stats, pipeline.counters.lines)
+                        ops.update(sources=self.paths)
+            pipeline.finish()
+            self._flush()
+            for sink in self.inner:
+                sink.close()
+            ops.close(error="; ".join(self.stats.errors) or None, linger_s=self.linger_s)
+        except ExportError as exc:
+            self.progress.done()
+            sys.stderr.write(f"maillog2otel: {exc}\n")
+            self._stopped()
+            ops.abort(str(exc))
+            code = 1
+        except SourceError as exc:
+            sys.stderr.write(f"maillog2otel: {exc}\n")
+            ops.abort(str(exc))
+            code = 1
+        except (KeyboardInterrupt, _Terminated) as exc:
+            self.progress.done()
+            why = "terminated" if isinstance(exc, _Terminated) else "interrupted"
+            sys.stderr.write(f"maillog2otel: {why}\n")
+            self._stopped()
+            ops.abort(why)
+            code = 143 if isinstance(exc, _Terminated) else 130
+        finally:
+            if old_term is not None:
+                signal.signal(signal.SIGTERM, old_term)
+        self.progress.done()
+        for err in self.stats.errors:
+            sys.stderr.write(f"maillog2otel: {err}\n")
+            code = code or 1
+        rejected = self.spans.rejected + self.metrics.rejected
+        if code == 0:
+            from maillog2otel import state as statefile
+
+            statefile.remove(self.state_path)  # done: the same command later reads everything again
+            code = 1 if rejected else 0  # rejected for good: a re-run would not change it
+        if not self.settings.quiet:
+            self._summary(time.monotonic() - started, rejected)
+        return code
+
+    def _flush(self) -> None:
+        self.spans.flush()
+        self.metrics.flush()
+        for sink in self.inner:
+            sink.flush()
+
+    def _checkpoint(self) -> None:
+        """Take the state, export everything emitted before it (blocking while the collector
+        refuses), then replace the state file: it never covers data the collector has not taken."""
+        from maillog2otel import resume
+        from maillog2otel import state as statefile
+
+        snapshot = self.pipeline.save_state()  # also hands pending spans to the buffers
+        doc = {
+            "paths": self.paths, "inputs": self.inputs, "settings": resume.settings_key(self.settings),
+            "positions": [list(p) if p is not None else None for p in self.positions],
+            "framers": [statefile.framer_state(f) for f in self.reader.framers],
+            "counters": resume.save_counters(self.pipeline.counters, self.stats),
+            "pipeline": snapshot,
+        }
+        self._flush()
+        if self.ops.exporter is not None:  # log records held for their span's IDs go now
+            self.ops.exporter.flush()
+        self.checkpoints += 1
+        doc["exported"] = self._exported()
+        doc["checkpoints"] = self.checkpoints
+        statefile.save(self.state_path, doc, "backfill")
+
+    def _exported(self) -> dict[str, int]:
+        return {"spans": self.before.get("spans", 0) + self.spans.stats.spans,
+                "points": self.before.get("points", 0) + self.metrics.stats.points}
+
+    def _stopped(self) -> None:
+        """Say how to continue after a deadline or Ctrl-C."""
+        import shlex
+
+        if not self.checkpoints:
+            sys.stderr.write("maillog2otel: nothing was exported yet; running the same command again "
+                             "starts from the first line\n")
+            return
+        cmd = shlex.join(["maillog2otel", *sys.argv[1:]]) if sys.argv[1:2] == ["backfill"] else \
+            "the same maillog2otel backfill command"
+        sys.stderr.write(f"maillog2otel: the state {self.state_path} keeps the last exported position; "
+                         f"continue with: {cmd}\n")
+
+    def _summary(self, elapsed: float, rejected: int) -> None:
+        total = self._exported()
+        exported = f"exported  {total['spans']:,} spans, {total['points']:,} metric points" + (
+            f" ({self.spans.stats.spans:,} and {self.metrics.stats.points:,} by this run)"
+            if self.before.get("lines") else "")
+        extra = [f"resume    {self.state_path} ({self.checkpoints:,} checkpoints"
+                 + (", removed: the run is complete)" if not os.path.exists(self.state_path) else ")")]
+        if rejected:
+            extra.append(f"lost      {rejected:,} spans and points rejected by the collector (not retried)")
+        _summary(self.pipeline, self.stats, self.spans, self.metrics, elapsed,  # type: ignore[arg-type]
+                 self.ops, exported=exported, lines_before=self.before.get("lines", 0), extra=extra)
+
+
 def _summary(p: Pipeline, stats: SourceStats, span_sink: Sink, metric_sink: Sink, elapsed: float,
-             ops: ops_mod.Ops | None = None) -> None:
+             ops: ops_mod.Ops | None = None, *, exported: str | None = None, lines_before: int = 0,
+             extra: list[str] | None = None) -> None:
     c = p.counters
-    rate = c.lines / elapsed if elapsed > 0 else 0.0
+    rate = (c.lines - lines_before) / elapsed if elapsed > 0 else 0.0
     lines = [
         f"lines     {c.lines:,} read: {c.parsed:,} parsed, {c.foreign:,} foreign, {c.unparsed:,} unparsed"
         + (f" ({c.unframed:,} without a log envelope)" if c.unframed else ""),
         f"mail      {c.connections:,} connections, {c.messages:,} messages queued, {c.deliveries:,} delivery "
         f"attempts, {c.rejected:,} rejections",
-        f"exported  {span_sink.stats.spans:,} spans, {metric_sink.stats.points:,} metric points"
+        (exported or f"exported  {span_sink.stats.spans:,} spans, {metric_sink.stats.points:,} metric points")
         + (f", {ops.exporter.stats.records:,} log records" if ops is not None and ops.exporter else ""),
         f"time      {elapsed:.2f}s, {rate:,.0f} lines/s",
+        *(extra or []),
     ]
     if stats.invalid_utf8 or stats.oversized:
         lines.append(f"input     {stats.invalid_utf8:,} lines with invalid UTF-8 (replaced), "

@@ -84,15 +84,18 @@ def _open(path: str):
     return fh
 
 
-def read_lines(path: str, stats: SourceStats) -> Iterator[tuple[str, int]]:
+def read_lines(path: str, stats: SourceStats, start: int = 0) -> Iterator[tuple[str, int]]:
     """Yield (text, byte offset of the line) for each line; the newline is removed, a CR before
     it too. Invalid UTF-8 is replaced (and counted), never fatal; a corrupt .gz ends that file
-    with an error recorded, and the run goes on."""
+    with an error recorded, and the run goes on. ``start``: the offset of a line to begin at (a
+    resumed backfill; in the decompressed content for .gz)."""
     try:
         fh = _open(path)
-    except OSError as exc:
-        raise SourceError(f"{path}: {exc.strerror or exc}") from None
-    offset = 0
+        if start:
+            fh.seek(start)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise SourceError(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None
+    offset = start
     readline = fh.readline
     try:
         while True:

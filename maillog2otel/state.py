@@ -1,9 +1,11 @@
-"""The ``tail`` state file: one versioned JSON document, replaced atomically.
+"""The ``tail`` and ``backfill`` state files: one versioned JSON document, replaced atomically.
 
-It holds, per followed file, the identity and resume offset of every generation still being read,
-the correlators' open sessions and messages, the cumulative metric series, and for stdin the last
-journald cursor. ``tail`` writes it only after the exporters accepted everything emitted before it,
-so a restart continues exactly after the last checkpointed line.
+``tail``'s holds, per followed file, the identity and resume offset of every generation still
+being read, the correlators' open sessions and messages, the cumulative metric series, and for
+stdin the last journald cursor. ``backfill``'s holds the identity of every input file, the position
+of the last line exported from each rotated set, and the same pipeline state
+(``maillog2otel.resume``). Both are written only after the exporters accepted everything emitted
+before them, so a restart continues exactly after the last checkpointed line.
 
 Writing: a temporary file in the same directory, ``fsync``, ``os.replace`` over the old one, then
 ``fsync`` of the directory: a crash leaves either the old or the new document, never a mix. An
@@ -12,6 +14,7 @@ exclusive ``flock`` on ``<state>.lock`` keeps two ``tail`` processes from sharin
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -19,7 +22,10 @@ import os
 import time
 from typing import Any
 
+from maillog2otel.framing import Framer, YearGuess
+
 FORMAT = "maillog2otel-tail-state"
+FORMATS = {"tail": FORMAT, "backfill": "maillog2otel-backfill-state"}
 VERSION = 1
 
 
@@ -34,16 +40,17 @@ def state_dir(env: dict[str, str] | None = None) -> str:
     return os.path.join(base, "maillog2otel")
 
 
-def default_state_path(paths: list[str], env: dict[str, str] | None = None) -> str:
-    """One state per set of followed paths, named by a hash of their absolute names."""
+def default_state_path(paths: list[str], env: dict[str, str] | None = None, kind: str = "tail") -> str:
+    """One state per set of paths (followed by ``tail``, read by ``backfill``), named by a hash of
+    their absolute names."""
     names = sorted("-" if p == "-" else os.path.abspath(p) for p in paths)
     digest = hashlib.sha256("\0".join(names).encode("utf-8", "surrogateescape")).hexdigest()[:16]
     label = "stdin" if names == ["-"] else os.path.basename(names[0]) or "root"
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in label)[:40]
-    return os.path.join(state_dir(env), f"tail-{safe}-{digest}.json")
+    return os.path.join(state_dir(env), f"{kind}-{safe}-{digest}.json")
 
 
-def load(path: str) -> dict[str, Any] | None:
+def load(path: str, kind: str = "tail") -> dict[str, Any] | None:
     """The saved document, or None when there is none yet."""
     try:
         with open(path, encoding="utf-8") as fh:
@@ -52,17 +59,20 @@ def load(path: str) -> dict[str, Any] | None:
         return None
     except (OSError, ValueError) as exc:
         raise StateError(f"state file {path} cannot be read ({exc}); move it away to start afresh") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise StateError(f"{path} is not a maillog2otel tail state file")
+    if not isinstance(doc, dict) or doc.get("format") != FORMATS[kind]:
+        fmt = doc.get("format") if isinstance(doc, dict) else None
+        other = next((k for k, f in FORMATS.items() if fmt == f), None)
+        raise StateError(f"{path} is not a maillog2otel {kind} state file"
+                         + (f" (it is {other}'s: give each command its own --state)" if other else ""))
     if doc.get("version") != VERSION:
         raise StateError(f"state file {path} has version {doc.get('version')!r}; this maillog2otel reads "
                          f"version {VERSION} (move it away to start afresh)")
     return doc
 
 
-def save(path: str, doc: dict[str, Any]) -> int:
+def save(path: str, doc: dict[str, Any], kind: str = "tail") -> int:
     """Write ``doc`` atomically; returns its size in bytes."""
-    doc = {"format": FORMAT, "version": VERSION, "saved_at": time.time(), **doc}
+    doc = {"format": FORMATS[kind], "version": VERSION, "saved_at": time.time(), **doc}
     data = json.dumps(doc, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False).encode("utf-8", "surrogateescape")
     directory = os.path.dirname(os.path.abspath(path))
@@ -89,12 +99,27 @@ def save(path: str, doc: dict[str, Any]) -> int:
     return len(data)
 
 
+def framer_state(f: Framer) -> dict[str, Any]:
+    """What a framer has learnt of its stream (the year of year-less stamps, the last time)."""
+    return {"year": f.year.year, "last_month": f.year.last_month, "ref_month": f.year.ref_month,
+            "last_ns": f.last_ns, "native": f.native}
+
+
+def restore_framer(f: Framer, s: dict[str, Any] | None) -> None:
+    if not s:
+        return
+    f.year = YearGuess(int(s["year"]), int(s.get("last_month", 0)), int(s.get("ref_month", 12)))
+    f.last_ns = int(s.get("last_ns", 0))
+    f.native = s.get("native")
+
+
 class StateLock:
     """An exclusive lock beside the state file, held for the life of a ``tail``; released by the
     kernel if the process dies."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, kind: str = "tail") -> None:
         self.path = path + ".lock"
+        self.kind = kind
         self.fd: int | None = None
 
     def acquire(self) -> None:
@@ -104,7 +129,7 @@ class StateLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise StateError(f"another maillog2otel tail is using {self.path[:-5]} "
+            raise StateError(f"another maillog2otel {self.kind} is using {self.path[:-5]} "
                              "(give each instance its own --state)") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
@@ -114,3 +139,10 @@ class StateLock:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def remove(path: str) -> None:
+    """A finished backfill's state: gone, so the same command later reads everything again."""
+    for p in (path, path + ".lock"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(p)

@@ -734,19 +734,6 @@ class _ExportGuard:
         self.active = False
 
 
-def _framer_state(f: Framer) -> dict[str, Any]:
-    return {"year": f.year.year, "last_month": f.year.last_month, "ref_month": f.year.ref_month,
-            "last_ns": f.last_ns, "native": f.native}
-
-
-def _restore_framer(f: Framer, s: dict[str, Any] | None) -> None:
-    if not s:
-        return
-    f.year = YearGuess(int(s["year"]), int(s.get("last_month", 0)), int(s.get("ref_month", 12)))
-    f.last_ns = int(s.get("last_ns", 0))
-    f.native = s.get("native")
-
-
 @dataclass
 class TailOptions:
     state_path: str
@@ -833,7 +820,7 @@ class Tailer:
             self.cursor_pos = journal.cursor_position(self.cursor)
         for key, fs in (saved or {}).get("framers", {}).items():
             index = next((f.index for f in self.followers if f.path == key), 0)
-            _restore_framer(self._framer(key, index), fs)
+            statefile.restore_framer(self._framer(key, index), fs)
         for f in self.followers:
             entry = files.get(f.path)
             if entry is not None and self.opts.from_beginning:
@@ -990,16 +977,22 @@ class Tailer:
             elif chunk == b"":  # EOF
                 for text, offset in lines.end():
                     self._line(framer, text, offset)
-                # closed sessions need not wait for more lines; open ones stay in the state for the
-                # run that continues after the cursor
+                # the input ended: no line can come within a window any more, so every window
+                # (a closed session's grace, a span's stitch window, each measured from the line
+                # that started it) has closed. What is closed goes now; open sessions and the
+                # deliveries waiting for them stay in the state for the run that continues after
+                # the cursor.
                 if self.clock.log_ns:
-                    self.pipeline.tick(self.clock.log_ns + self._grace_ns())
+                    self.pipeline.tick(self.clock.log_ns + self._windows_ns())
                 return
             self._maybe_cycle()
 
-    def _grace_ns(self) -> int:
+    def _windows_ns(self) -> int:
+        """The longest window something closed waits in log time: the correlators' grace and the
+        stitcher's windows (deliveries, hints). Log records need none: they leave at exit."""
         graces = [getattr(getattr(c, "s", None), "grace_ns", 0) for _, c in self.pipeline.stages.values()]
-        return max(graces, default=0) or 2 * NS
+        stitcher = self.pipeline.stitcher
+        return max(*graces, stitcher.window_ns, stitcher.server_window_ns)
 
     # --- export and checkpoint ---------------------------------------------------------------
 
@@ -1019,12 +1012,17 @@ class Tailer:
 
     def _checkpoint(self) -> None:
         snapshot = self.pipeline.save_state()  # also hands pending spans to the buffers
+        blocked = time.monotonic_ns()
         self.spans.flush()
         self.metrics.flush()
+        # reading was paused meanwhile (for as long as the collector refused): that wall time is
+        # not log time, or an outage would expire open sessions and close windows that the lines
+        # read after it still belong to
+        self.clock.anchor_wall += time.monotonic_ns() - blocked
         doc: dict[str, Any] = {
             "paths": [f.path for f in self.followers] or ["-"],
             "files": {f.path: f.save() for f in self.followers},
-            "framers": {k: _framer_state(v) for k, v in self.framers.items()},
+            "framers": {k: statefile.framer_state(v) for k, v in self.framers.items()},
             "clock_ns": self.clock.log_ns,
             "pipeline": snapshot,
         }
@@ -1037,6 +1035,18 @@ class Tailer:
 
     # --- report ----------------------------------------------------------------------------------
 
+    def _kept(self) -> dict[str, int]:
+        """What the state holds back at exit: sessions still open, messages still queued, spans
+        waiting for a window or for their connection."""
+        opened = self.pipeline.open_counts().values()
+        st = self.pipeline.stitcher
+        held = sum(1 for _, item in st.hold if not isinstance(item, MessageDone)) \
+            + sum(len(w) for w in st.children.values())
+        kept = {"open sessions": sum(c.get("sessions", 0) for c in opened),
+                "messages tracked": sum(c.get("messages", 0) for c in opened),
+                "spans waiting for their connection or window": held}
+        return kept if any(kept.values()) else {}
+
     def summary(self) -> list[str]:
         c = self.pipeline.counters
         out = [
@@ -1048,6 +1058,10 @@ class Tailer:
             f"state     {self.opts.state_path} ({self.checkpoints:,} checkpoints, "
             f"last {self.state_bytes:,} bytes)",
         ]
+        kept = self._kept()
+        if kept:
+            out.append("kept      " + ", ".join(f"{n:,} {what}" for what, n in kept.items() if n)
+                       + " in the state for the next run")
         rot = [f"{k} {getattr(s, k)}" for s in (f.stats for f in self.followers)
                for k in ("rotations", "truncations", "recovered", "intermediates", "lost", "oversized")
                if getattr(s, k)]

@@ -204,9 +204,18 @@ def otlp_grpc() -> Iterator[OtlpGrpcReceiver]:
     r.close()
 
 
+_STATE_HOME: list[str] = []
+
+
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment for a subprocess run: no OTEL_* from the developer's shell."""
+    """The environment for a subprocess run: no OTEL_* from the developer's shell, and state files
+    (a backfill's, by default) in a directory of this test session, not the developer's home."""
+    import tempfile
+
+    if not _STATE_HOME:
+        _STATE_HOME.append(tempfile.mkdtemp(prefix="maillog2otel-state-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env["XDG_STATE_HOME"] = _STATE_HOME[0]
     env.update(extra)
     return env
 

@@ -13,10 +13,11 @@ import shutil
 import struct
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import OtlpHttpReceiver, clean_env, run_cli
+from conftest import FIXTURES, OtlpHttpReceiver, clean_env, run_cli
 from test_tail import shifted_copies
 
 from maillog2otel.journal import already_seen, cursor_position, resume_command
@@ -48,6 +49,15 @@ def build_journal(tmp: Path) -> tuple[Path, bytes]:
     lines = shifted_copies(2, base)
     foreign = {40: ("dovecot", b"imap-login: Login: user=<\xfcml\xe4ut>"),
                150: ("amavis", b"first line\nsecond line")}
+    return journal_of(lines, base, tmp, foreign)
+
+
+def journal_of(lines: list[str], base: dt.datetime, tmp: Path,
+               foreign: dict[int, tuple[str, bytes]] | None = None) -> tuple[Path, bytes]:
+    """Syslog ``lines`` (year-less stamps in ``base``'s year, UTC) written into a real journal file
+    by ``systemd-journal-remote``, with ``foreign`` entries after the given line numbers; and the
+    same entries as syslog text for backfill."""
+    foreign = foreign or {}
     stream, text = [], []
     for i, line in enumerate(lines):
         m = _LINE.match(line.rstrip("\n"))
@@ -143,6 +153,7 @@ def test_after_cursor_resumes_without_loss_or_duplicates(journal_and_truth, tmp_
     first = run_cli("tail", "--endpoint", otlp_http.endpoint, "--timezone", "UTC", "--state", str(state), "-",
                     stdin=b"".join(out[:cut]), env=env, timeout=30)
     assert first.returncode == 0, first.stderr.decode()
+    assert re.search(r"kept      \d+ open sessions", first.stderr.decode()), first.stderr.decode()
     m = re.search(r"--after-cursor=([^'\s]+)", first.stderr.decode())
     assert m, first.stderr.decode()
     err = journalctl_into_tail(journal, state, otlp_http.endpoint, "-o", "json", "--all",
@@ -167,3 +178,38 @@ def test_cursor_helpers() -> None:
     assert not already_seen("opaque", last)
     cmd = resume_command(c, "/var/lib/m2o/state.json")
     assert "--after-cursor=" + c in cmd.replace("'", "") and "--state /var/lib/m2o/state.json -" in cmd
+
+
+EOF_LOGS = [FIXTURES / "postfix" / "long-queue-ids.log", FIXTURES / "chain" / "postfix.log",
+            FIXTURES / "postfix" / "port-logging.log"]
+
+
+def span_multiset(receiver: OtlpHttpReceiver) -> Counter[tuple[str, int, int]]:
+    return Counter((s.name, s.start_time_unix_nano, s.end_time_unix_nano) for s in receiver.received.spans())
+
+
+@needs_journal
+@pytest.mark.parametrize("fmt", ["json", "short-iso"])
+@pytest.mark.parametrize("log", EOF_LOGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_tail_stdin_at_eof_exports_what_a_backfill_exports(log: Path, fmt: str, tmp_path: Path,
+                                                           otlp_http: OtlpHttpReceiver) -> None:
+    """A one-shot ``journalctl | maillog2otel tail -`` of a real Postfix run: at EOF every span
+    whose window closed in log time is exported (deliveries whose connection closed last too),
+    the same (name, start, end) multiset as a backfill; nothing is left behind in the state."""
+    base = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    journal, text = journal_of(log.read_text().splitlines(keepends=True), base, tmp_path)
+    plain = tmp_path / "mail.log"
+    plain.write_bytes(text)
+    truth = OtlpHttpReceiver()
+    try:
+        proc = run_cli("backfill", "--endpoint", truth.endpoint, "--timezone", "UTC", "--year", "2025", "-q",
+                       str(plain))
+        assert proc.returncode == 0, proc.stderr.decode()
+        want = span_multiset(truth)
+    finally:
+        truth.close()
+    assert sum(1 for name, _, _ in want.elements() if name == "smtp.delivery") >= 3
+    args = ["-o", fmt] + (["--all"] if fmt == "json" else [])
+    err = journalctl_into_tail(journal, tmp_path / "state.json", otlp_http.endpoint, *args)
+    assert span_multiset(otlp_http) == want, err
+    assert "spans waiting" not in err  # none held back at the end

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
 from maillog2otel.config import ExportTarget, display_endpoint
@@ -42,6 +45,7 @@ class SinkStats:
     last_error: str = ""
     errors: list[str] = field(default_factory=list)
     state: str = "ok"  # ok | retrying | failed: what /health reports (maillog2otel.health)
+    waiting_since: float | None = None  # wall time of the first refusal of the current outage
 
 
 class Sink(Protocol):
@@ -76,12 +80,29 @@ class NullSink:
         pass
 
 
+WaitListener = Callable[[str, float | None, str], None]  # (signal, waiting since or None when back, error)
+
+
+def waiting_text(signal: str, since: float, error: str, budget_s: float) -> str:
+    """The sentence for a collector that refuses: since when, why, and until when we wait."""
+    stamp = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    until = "for as long as it takes" if budget_s < 0 else f"for at most {budget_s:g}s (--retry-for)"
+    return f"{signal} export failing: waiting for collector since {stamp} ({error}); reading paused, " \
+        f"retrying {until}"
+
+
 class OtlpSink:
     """Batches and sends one signal over OTLP; a failed batch is retried with back-off and the
-    same request, and only counted as exported once the collector accepted it."""
+    same request, and only counted as exported once the collector accepted it.
+
+    While a batch is retried the caller is blocked in ``spans``/``metrics``/``flush``: reading
+    pauses, so memory stays bounded whatever the outage's length. ``budget_s`` < 0 waits for ever;
+    otherwise a batch refused for that long raises ``ExportError`` (a ``--retry-for`` deadline).
+    ``on_wait`` hears when an outage starts and ends (the progress line)."""
 
     def __init__(self, target: ExportTarget, signal: str, resources: Resources, *, budget_s: float,
-                 batch_spans: int = 512, batch_points: int = 2000) -> None:
+                 batch_spans: int = 512, batch_points: int = 2000,
+                 on_wait: WaitListener | None = None) -> None:
         from maillog2otel.export.otlp import make_sender
 
         self.target, self.signal, self.resources, self.budget_s = target, signal, resources, budget_s
@@ -95,6 +116,7 @@ class OtlpSink:
         self._metrics: list[MetricData] = []
         self._n_points = 0
         self._warned = False
+        self.on_wait = on_wait
         self.stats = SinkStats()
 
     def spans(self, spans: list[SpanData]) -> None:
@@ -136,19 +158,27 @@ class OtlpSink:
         from maillog2otel.export.otlp import send_with_retry
 
         def waiting(result: object, wait: float) -> None:
+            error = str(getattr(result, "error", "?"))
             self.stats.retries += 1
-            self.stats.state, self.stats.last_error = "retrying", str(getattr(result, "error", "?"))
+            self.stats.state, self.stats.last_error = "retrying", error
             if not self._warned:  # once per outage, not per batch
-                log.warning("%s export failing (%s); retrying, next try in %.1fs", self.signal,
-                            getattr(result, "error", "?"), wait)
+                self.stats.waiting_since = time.time()
+                log.warning("%s", waiting_text(self.signal, self.stats.waiting_since, error, self.budget_s))
                 self._warned = True
+            if self.on_wait is not None:
+                self.on_wait(self.signal, self.stats.waiting_since, error)
 
         result = send_with_retry(self.sender, request, self.budget_s, waiting)  # type: ignore[arg-type]
         self.stats.requests += 1
         if result.ok:
             if self._warned:
-                log.warning("%s export recovered", self.signal)
+                since = self.stats.waiting_since or time.time()
+                log.warning("%s export recovered: the collector accepted data again after %.0fs; continuing",
+                            self.signal, time.time() - since)
                 self._warned = False
+                self.stats.waiting_since = None
+                if self.on_wait is not None:
+                    self.on_wait(self.signal, None, "")
             self.stats.spans += n_spans
             self.stats.points += n_points
             self.stats.state = "ok"
@@ -158,17 +188,21 @@ class OtlpSink:
         self.stats.last_error = result.error
         self.stats.state = "failed"
         what = f"{n_spans} spans" if n_spans else f"{n_points} metric points"
-        raise ExportError(
-            f"could not export {what} to {display_endpoint(self.target.endpoint)}: {result.error}")
+        why = result.error
+        if self._warned and self.budget_s >= 0:
+            why += f" (still refused after {self.budget_s:g}s, the --retry-for deadline)"
+        self._warned = False
+        self.stats.waiting_since = None
+        raise ExportError(f"could not export {what} to {display_endpoint(self.target.endpoint)}: {why}")
 
 
 def make_sinks(traces: ExportTarget, metrics: ExportTarget, resources: Resources, *, budget_s: float,
-               live: bool = False) -> tuple[Sink, Sink]:
+               live: bool = False, on_wait: WaitListener | None = None) -> tuple[Sink, Sink]:
     from maillog2otel.export.console import ConsoleMetrics, ConsoleSpans
 
     def one(target: ExportTarget, signal: str) -> Sink:
         if target.exporter == "otlp":
-            return OtlpSink(target, signal, resources, budget_s=budget_s)
+            return OtlpSink(target, signal, resources, budget_s=budget_s, on_wait=on_wait)
         if target.exporter == "console":
             return ConsoleSpans(sys.stdout) if signal == "traces" else ConsoleMetrics(sys.stdout, live=live)
         return NullSink()

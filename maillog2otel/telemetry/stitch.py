@@ -83,9 +83,11 @@ class Stitcher:
             # due a window after its own end, not after it was emitted: a connection whose partner
             # shows up later than that gets a span link, however the lines were batched
             self.hold.append((span.end_ns + self.server_window_ns, span))
-            for _, child in self.children.pop(span.span_id, ()):
+            for logged_ns, child in self.children.pop(span.span_id, ()):
                 child.trace_id = span.trace_id  # adopted meanwhile: the children follow
-                self.hold.append((now_ns + self.window_ns, child))
+                # their window runs from their own line, not from when the connection came: a
+                # connection released at the end of the input must not keep its deliveries back
+                self.hold.append((max(child.end_ns, logged_ns) + self.window_ns, child))
             return
         if span.parent_pending and span.parent_span_id is not None:
             self.children.setdefault(span.parent_span_id, []).append((now_ns, span))
