@@ -147,8 +147,10 @@ def check(
 ) -> None:
     """Read logs without exporting and report how much of them maillog2otel understands.
 
-    Run it before the first backfill: per MTA and program it prints lines parsed, foreign and
-    unparsed, the connections and messages reconstructed, and the most common unparsed line shapes.
+    Run it before the first backfill: per MTA and program it prints the lines understood (they feed
+    telemetry), known (recognised, nothing to export: anvil statistics, start/stop notes…), foreign
+    (other programs) and unparsed, the connections and messages reconstructed, and the most common
+    unparsed line shapes. --strict fails on unparsed lines only.
     """
     from maillog2otel.runner import run_check
 
