@@ -379,7 +379,7 @@ RULES: list[Rule] = [
     Rule("sa_exim", rx(r"SA: (?:Action|Debug|Notice|Info|Warning|Error|Panic): .*"), ("SA",), known=True),
     # a transport's note on one host before 4.86 wrote it without "H=" (transports/smtp.c write_logs):
     # "mx.example [192.0.2.1] Connection refused"; the == or ** line after it carries the outcome
-    Rule("host_note", rx(r"[^\s\[(]+ \[[0-9A-Fa-f.:]+\](?::\d+)?(?::)? [A-Z].*"), known=True),
+    Rule("host_note", rx(r"[^\s\[(=]+ \[[0-9A-Fa-f.:]+\](?::\d+)?(?::)? [A-Z].*"), known=True),
     # --- reject log: the lines after an entry's first one (header lines only if received) --------
     Rule("rejectlog_envelope", seq("Envelope-", rx(r"from|to", "which"), ": ", rx(r".*", "value")),
          ("Envelope-from", "Envelope-to")),
