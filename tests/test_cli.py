@@ -104,9 +104,11 @@ def test_check_reports_coverage_and_strict(tmp_path: Path) -> None:
     out = proc.stdout.decode()
     assert proc.returncode == 0
     # the fixture's three known lines (master start, postfix-script, anvil statistics) are no failure
-    assert "108 lines: 104 understood, 3 known (nothing to export), 0 foreign (other programs), 1 unparsed" in out
+    assert ("108 lines: 104 understood, 3 known (nothing to export), 0 foreign (other programs), "
+            "1 unparsed") in out
     assert "99.07% of the MTAs' own lines understood or known" in out
-    rows = {tuple(line.split()[:2]): line.split()[2:] for line in out.splitlines() if line.startswith("postfix ")}
+    rows = {tuple(line.split()[:2]): line.split()[2:] for line in out.splitlines()
+            if line.startswith("postfix ")}
     assert rows[("postfix", "postfix/smtpd")][-1] == "1"  # understood, known, unparsed
     assert "known lines by rule" in out
     assert "postfix/smtpd" in out and "frobnicated N widgets for <addr>" in out
