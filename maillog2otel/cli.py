@@ -141,8 +141,8 @@ def backfill(
 def check(
     paths: Annotated[list[str], typer.Argument(help="Log files (plain or .gz), or - for stdin.")],
     mta: MtaOpt = "auto", year: YearOpt = None, timezone: TzOpt = None, hostname: HostOpt = None,
-    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when any line of a known MTA is unparsed.")]
-    = False,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Exit 1 when any line of a supported MTA is unparsed (known lines pass).")] = False,
     grammars: GrammarsOpt = None,
 ) -> None:
     """Read logs without exporting and report how much of them maillog2otel understands.
