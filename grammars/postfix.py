@@ -272,9 +272,14 @@ RULES: list[Rule] = [
                        r"(?:start|end) sorted recipient list|connection established|disconnect|"
                        r"connect to subsystem \S+|rewrite stream disconnect|wakeup \S+ after \d+ secs?|"
                        r"mynetworks: .*|process generation: .*|(?:start|end) move queue .*|"
-                       r"recipient limit \d+|>>> .* <<<|[<>] [^\s\[]*\[[^\]\s]*\](?::\d+)?: .*"),
+                       r"recipient limit \d+|>>> .* <<<|[<>] [^\s\[]*\[[^\]\s]*\](?::\d+)?: .*|"
+                       r"(?:Compiled against|Run-time linked against) Berkeley DB: .*|fsspace: .*|"
+                       r"(?:before|after) [a-z_]+: .*|idle timeout -- exiting"),
          ("input", "send", "request", "request:", "start", "done", "end", "connection", "disconnect",
-          "connect", "rewrite", "wakeup", "mynetworks", "process", "recipient", ">>>", "<", ">"), known=True),
+          "connect", "rewrite", "wakeup", "mynetworks", "process", "recipient", ">>>", "<", ">", "Compiled",
+          "Run-time", "fsspace", "before", "after", "idle"), known=True),
+    # "-v" start-up: every parameter the daemon read, "unknown_address_tempfail_action = defer_if_permit"
+    Rule("verbose_parameter", rx(r"[a-z][a-z0-9_]* = .*"), known=True),
     # the same, from a function that names itself: "qmgr_scan_start: start deferred queue scan"
     Rule("verbose_function", rx(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)+: .*|(?:private|public)/[\w.-]+ socket: .*"),
          known=True),

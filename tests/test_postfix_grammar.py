@@ -283,6 +283,7 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
     "smtpd_ehlo_discard": [("postfix/smtpd", "discarding EHLO keywords: CHUNKING")],
     "verbose": [("postfix/qmgr", "input attribute name: status")],
     "verbose_function": [("postfix/qmgr", "qmgr_scan_start: start deferred queue scan")],
+    "verbose_parameter": [("postfix/smtpd", "unknown_address_tempfail_action = defer_if_permit")],
 }
 
 
