@@ -377,6 +377,10 @@ RULES: list[Rule] = [
     # sa-exim's local_scan notes (sa-exim.c: "SA: Action: …", "SA: Debug: …"); a rejection it asks for
     # is Exim's own "rejected by local_scan()" line
     Rule("sa_exim", rx(r"SA: (?:Action|Debug|Notice|Info|Warning|Error|Panic): .*"), ("SA",), known=True),
+    # a delivery process that finds another one at work (spool_in.c), a message removed for its age
+    Rule("message_note", rx(r"Spool file (?:for \S+ )?is locked \(another process is handling this "
+                            r"message\)|Message removed because older than .*"),
+         ("Spool", "Message"), known=True),
     # a transport's note on one host before 4.86 wrote it without "H=" (transports/smtp.c write_logs):
     # "mx.example [192.0.2.1] Connection refused"; the == or ** line after it carries the outcome
     Rule("host_note", rx(r"[^\s\[(=]+ \[[0-9A-Fa-f.:]+\](?::\d+)?(?::)? [A-Z].*"), known=True),

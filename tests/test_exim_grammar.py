@@ -492,6 +492,8 @@ EXAMPLES: dict[str, list[str]] = {
         "2026-11-22 03:00:17 1xUxoP-0002fy-0t SA: Debug: check succeeded, running spamc",
     ],
     "host_note": ["2026-11-22 03:00:17 1xUxoP-0002fy-0t mx.remote.test [192.0.2.44] Connection refused"],
+    "message_note": ["2026-11-22 03:00:17 Spool file for 1xUxoP-0002fy-0t is locked (another process is "
+                     "handling this message)"],
 }
 
 
