@@ -122,6 +122,10 @@ RULES: list[Rule] = [
          "proxy-reject", "proxy-accept"),
         ("smtpd", "cleanup", "postscreen"),
     ),
+    # a before-queue content filter's verdict (smtpd.c: "proxy-%s: %s: %s;%s"): the same event as
+    # the access verdicts above, written without the client (the smtpd process is the session)
+    Rule("smtpd_reject", seq(rx(r"proxy-reject|proxy-accept", "action"), ": ", STAGE, ": ", REPLY_TAIL),
+         ("proxy-reject", "proxy-accept"), SMTPD),
     Rule(
         "smtpd_abort",
         seq(rx(r"lost connection|timeout|too many errors", "abort"), " after ", STAGE,

@@ -147,6 +147,11 @@ def test_unpadded_day_frames_like_the_padded_one() -> None:
     ("postfix/cleanup", "4F9D195432: milter-header-discard: header X-Spam-Flag: YES from "
      "c.example[192.0.2.10]; from=<a@c.example> to=<b@mx.example> proto=ESMTP "
      "helo=<c.example>", "cleanup_action"),
+    # a before-queue content filter's verdict (smtpd.c), without the client
+    ("postfix/smtpd", "4F9D195432: proxy-accept: END-OF-MESSAGE: 250 2.0.0 Ok: queued as 5A1B2C3D4E; "
+     "from=<a@c.example> to=<b@mx.example> proto=ESMTP helo=<c.example>", "smtpd_reject"),
+    ("postfix/smtpd", "NOQUEUE: proxy-reject: END-OF-MESSAGE: 554 5.7.1 spam; from=<a@c.example> "
+     "to=<b@mx.example> proto=SMTP helo=<c.example>", "smtpd_reject"),
     # smtpd before 2.9 (smtpd.c): "(approximately N bytes)"
     ("postfix/smtpd", "lost connection after DATA (approximately 812 bytes) from c.example[192.0.2.10]",
      "smtpd_abort"),
@@ -193,6 +198,22 @@ def test_postfix_understood(program: str, message: str, rule: str) -> None:
 ])
 def test_postfix_known(program: str, message: str, rule: str) -> None:
     assert both(PF, PF_SLOW, program, message) == (rule, True)
+
+
+def test_a_proxy_reject_is_a_rejection_of_the_session(tmp_path: Path) -> None:
+    r = run(tmp_path, """\
+Mar 7 02:09:30 mx postfix/smtpd[40]: connect from c.example[192.0.2.10]:41000
+Mar 7 02:09:31 mx postfix/smtpd[40]: NOQUEUE: proxy-reject: END-OF-MESSAGE: 554 5.7.1 spam; \
+from=<a@c.example> to=<b@mx.example> proto=ESMTP helo=<c.example>
+Mar 7 02:09:32 mx postfix/smtpd[40]: disconnect from c.example[192.0.2.10]:41000 ehlo=1 mail=1 rcpt=1 \
+data=0/1 quit=1 commands=4/5
+""")
+    assert r.counters.unparsed == 0 and r.counters.rejected == 1
+    (conn,) = r.connections()
+    (reject,) = [e.attrs for e in conn.events if e.name == "smtp.reject"]
+    assert reject["smtp.reject.action"] == "proxy-reject" and reject["smtp.response.code"] == 554
+    assert reject["smtp.reject.stage"] == "END-OF-MESSAGE"
+    assert reject["smtp.response.enhanced_code"] == "5.7.1"
 
 
 def test_header_checks_prepend_is_a_content_action_on_the_connection(tmp_path: Path) -> None:
