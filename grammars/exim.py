@@ -366,8 +366,10 @@ RULES: list[Rule] = [
                                rx(r"\d+", "daemon_pid", int), rx(r"(?:, .*)?", "detail")), ("exim",),
          known=True),
     Rule("daemon_signal", seq("pid ", rx(r"\d+", "daemon_pid", int), ": ", REST), ("pid",), known=True),
-    Rule("queue_run", seq(rx(r"Start|End", "what"), " queue run: pid=", rx(r"\d+", "runner_pid", int),
-                          rx(r".*", "detail")), ("Start", "End"), known=True),
+    # queue.c: "Start queue run: pid=…", "Start ODMR queue run: …", "End 'named' queue run: …"
+    Rule("queue_run", seq(rx(r"Start|End", "what"), opt(rx(r" ODMR", "odmr")),
+                          opt(" '", rx(r"[^']*", "queue"), "'"), " queue run: pid=",
+                          rx(r"\d+", "runner_pid", int), rx(r".*", "detail")), ("Start", "End"), known=True),
     Rule("arguments", seq("cwd=", rx(r"\S+", "cwd"), " ", rx(r"\d+", "argc", int), " args: ", REST),
          ("cwd=",), known=True),
     Rule("listen_backlog", seq("listen backlog ", rx(r"\d+", "backlog", int), " I=",
@@ -381,6 +383,9 @@ RULES: list[Rule] = [
     Rule("message_note", rx(r"Spool file (?:for \S+ )?is locked \(another process is handling this "
                             r"message\)|Message removed because older than .*"),
          ("Spool", "Message"), known=True),
+    # an administrator's "exim -Mrm" (queue.c), a peer certificate that did not verify (tls-openssl.c)
+    Rule("admin_removed", rx(r"removed by \S+"), ("removed",), known=True),
+    Rule("tls_verify_error", rx(r"\[[^\]\s]*\] SSL verify error.*"), known=True),
     # a transport's note on one host before 4.86 wrote it without "H=" (transports/smtp.c write_logs):
     # "mx.example [192.0.2.1] Connection refused"; the == or ** line after it carries the outcome
     Rule("host_note", rx(r"[^\s\[(=]+ \[[0-9A-Fa-f.:]+\](?::\d+)?(?::)? [A-Z].*"), known=True),

@@ -290,6 +290,8 @@ class TestDaemon:
         assert parse(fixture_line("daemon started")) == ("daemon_started", {})
         assert _fields("daemon_started", fixture_line("daemon started"))["daemon_pid"] == 10266
         assert _fields("queue_run", fixture_line("Start queue run"))["runner_pid"] == 10268
+        assert _fields("queue_run", "2026-11-22 03:00:17 End 'slow' queue run: pid=4242")["queue"] == "slow"
+        assert parse("2026-11-22 03:00:17 Start ODMR queue run: pid=4242 -qq -Rr @(c.test)")[0] == "queue_run"
         assert parse("cwd=/var/spool/exim 2 args: /usr/sbin/exim -q")[0] == "arguments"
 
 
@@ -492,6 +494,9 @@ EXAMPLES: dict[str, list[str]] = {
         "2026-11-22 03:00:17 1xUxoP-0002fy-0t SA: Debug: check succeeded, running spamc",
     ],
     "host_note": ["2026-11-22 03:00:17 1xUxoP-0002fy-0t mx.remote.test [192.0.2.44] Connection refused"],
+    "admin_removed": ["2026-11-22 03:00:17 1xUxoP-0002fy-0t removed by root"],
+    "tls_verify_error": ["2026-11-22 03:00:17 1xUxoP-0002fy-0t [192.0.2.44] SSL verify error: depth=0 "
+                         "error=unable to get local issuer certificate cert=/CN=mx.remote.test"],
     "message_note": ["2026-11-22 03:00:17 Spool file for 1xUxoP-0002fy-0t is locked (another process is "
                      "handling this message)"],
 }
