@@ -279,7 +279,7 @@ RULES: list[Rule] = [
                        r"recipient limit \d+|>>> .* <<<|[<>] [^\s\[]*\[[^\]\s]*\](?::\d+)?: .*|"
                        r"(?:Compiled against|Run-time linked against) Berkeley DB: .*|fsspace: .*|"
                        r"(?:before|after) [a-z_]+: .*|idle timeout -- exiting"),
-         ("input", "send", "request", "request:", "start", "done", "end", "connection", "disconnect",
+         ("input", "send", "request", "start", "done", "end", "connection", "disconnect",
           "connect", "rewrite", "wakeup", "mynetworks", "process", "recipient", ">>>", "<", ">", "Compiled",
           "Run-time", "fsspace", "before", "after", "idle"), known=True),
     # "-v" start-up: every parameter the daemon read, "unknown_address_tempfail_action = defer_if_permit"
