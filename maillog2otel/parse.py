@@ -88,7 +88,7 @@ class Grammar:
             got = rule_parse(body)
             if got is not None:
                 if known:
-                    return Event(name, {}, rec, None, True)
+                    return Event(name, {}, rec, known=True)
                 if fields:
                     got.update(fields)
                 if prog_fields:
