@@ -149,12 +149,17 @@ def smtp_reply(prefix: str = "reply") -> pp.ParserElement:
 class Rule:
     """One line shape: ``name`` as ``<daemon>_<event>``; ``keys`` are the first words of the
     message (after any queue ID) that can start it, used to dispatch; ``programs`` limits it to
-    some daemons (empty: any)."""
+    some daemons (empty: any).
+
+    ``known``: the line is recognised and counted but feeds no telemetry (anvil statistics,
+    start/stop notes, TLS library chatter): the grammar only tests that it matches, reads no
+    field, and the correlators never see it (``check`` shows such lines as "known")."""
 
     name: str
     expr: pp.ParserElement
     keys: tuple[str, ...] = ()
     programs: tuple[str, ...] = ()
+    known: bool = False
     # the rule as one ``re`` pattern (None: pyparsing serves it), compiled into ``regex`` and ``fast``
     # on first use, so start-up pays only for the rules a log needs
     pattern: str | None = field(default=None, repr=False)
@@ -186,6 +191,15 @@ class Rule:
             self.regex = re.compile(self.pattern)  # the flags pyparsing gives its Regex leaves: none
             self.fast = _fast_parser(self.regex, self.group_names, self.converters)
         return self.fast
+
+    def matcher(self) -> Callable[[str], object]:
+        """text -> anything truthy when the rule matches, None when not, reading no field: what a
+        ``known`` rule needs (the compiled ``re``'s own ``fullmatch``, or pyparsing)."""
+        if self.pattern is None:
+            return self.parse_slow
+        if self.regex is None:
+            self.compile()
+        return self.regex.fullmatch  # type: ignore[union-attr]
 
     def _compile_then_parse(self, text: str) -> dict[str, Any] | None:
         return self.compile()(text)

@@ -278,16 +278,16 @@ RULES: list[Rule] = [
     Rule("message_state", rx(r"Frozen(?: \(delivery error message\))?|Unfrozen by .+|frozen by .+"
                              r"|Message is frozen|spool file is locked.*|cancelled by timeout_frozen_after"
                              r"|Message frozen.*", "state"),
-         ("Frozen", "Unfrozen", "frozen", "Message", "spool", "cancelled")),
-    Rule("no_immediate_delivery", seq("no immediate delivery: ", REST), ("no",)),
-    Rule("error_ignored", seq(ADDRESS, ": error ignored"), ()),
+         ("Frozen", "Unfrozen", "frozen", "Message", "spool", "cancelled"), known=True),
+    Rule("no_immediate_delivery", seq("no immediate delivery: ", REST), ("no",), known=True),
+    Rule("error_ignored", seq(ADDRESS, ": error ignored"), (), known=True),
     # a transport's note on one host, before its == / ** line (transports/smtp.c write_logs)
     Rule("host_error", seq("H=", rx(r"[^\s\[]\S*", "relay_name"), " [", rx(r"[^\]]*", "relay_address"), "]",
                            opt(":", rx(r"\d+", "relay_port", int)), opt(rx(r"\*", "reused")),
                            alt(seq(": ", rx(r".*", "error")),
                                seq(" ", rx(r"(?![A-Za-z][A-Za-z0-9]*\*?=|Warning: )[A-Z].*", "error")))),
          ("H=",)),
-    Rule("dkim", seq("DKIM: ", REST), ("DKIM",)),
+    Rule("dkim", seq("DKIM: ", REST), ("DKIM",), known=True),
     # --- SMTP sessions --------------------------------------------------------------------------
     Rule("connection_open", seq("SMTP connection from ", alt(
         seq(rx(HOSTV, "host", host), rx(TAGS, "tags", tags), " (TCP/IP connection count = ",
@@ -357,26 +357,44 @@ RULES: list[Rule] = [
          ("refused", "temporarily")),
     Rule("eof_on_input", seq("Error or EOF on input from ", LEAD), ("Error",)),
     Rule("lookup_failed", seq(rx(r"no host name found for IP address |no IP address found for host ", "what"),
-                              REST), ("no",)),
+                              REST), ("no",), known=True),
     Rule("ignoring_auth", seq("ignoring AUTH=", rx(r"\S+", "value"), " from ", LEAD,
-                              rx(r" \(.*\)", "reason")), ("ignoring",)),
-    Rule("vrfy_etrn", seq(rx(r"VRFY failed for |ETRN ", "what"), REST), ("VRFY", "ETRN")),
+                              rx(r" \(.*\)", "reason")), ("ignoring",), known=True),
+    Rule("vrfy_etrn", seq(rx(r"VRFY failed for |ETRN ", "what"), REST), ("VRFY", "ETRN"), known=True),
     # --- daemon and queue runners ---------------------------------------------------------------
     Rule("daemon_started", seq("exim ", rx(r"\S+", "version"), " daemon started: pid=",
-                               rx(r"\d+", "daemon_pid", int), rx(r"(?:, .*)?", "detail")), ("exim",)),
-    Rule("daemon_signal", seq("pid ", rx(r"\d+", "daemon_pid", int), ": ", REST), ("pid",)),
-    Rule("queue_run", seq(rx(r"Start|End", "what"), " queue run: pid=", rx(r"\d+", "runner_pid", int),
-                          rx(r".*", "detail")), ("Start", "End")),
+                               rx(r"\d+", "daemon_pid", int), rx(r"(?:, .*)?", "detail")), ("exim",),
+         known=True),
+    Rule("daemon_signal", seq("pid ", rx(r"\d+", "daemon_pid", int), ": ", REST), ("pid",), known=True),
+    # queue.c: "Start queue run: pid=…", "Start ODMR queue run: …", "End 'named' queue run: …"
+    Rule("queue_run", seq(rx(r"Start|End", "what"), opt(rx(r" ODMR", "odmr")),
+                          opt(" '", rx(r"[^']*", "queue"), "'"), " queue run: pid=",
+                          rx(r"\d+", "runner_pid", int), rx(r".*", "detail")), ("Start", "End"), known=True),
     Rule("arguments", seq("cwd=", rx(r"\S+", "cwd"), " ", rx(r"\d+", "argc", int), " args: ", REST),
-         ("cwd=",)),
+         ("cwd=",), known=True),
     Rule("listen_backlog", seq("listen backlog ", rx(r"\d+", "backlog", int), " I=",
-                               rx(r"\S+", "interface")), ("listen",)),
-    Rule("lost_privilege", lit("exim user lost privilege for using -C option"), ("exim",)),
+                               rx(r"\S+", "interface")), ("listen",), known=True),
+    Rule("lost_privilege", lit("exim user lost privilege for using -C option"), ("exim",), known=True),
+    # --- known and ignored: recognised, counted, nothing to export (Rule.known) ----------------
+    # sa-exim's local_scan notes (sa-exim.c: "SA: Action: …", "SA: Debug: …"); a rejection it asks for
+    # is Exim's own "rejected by local_scan()" line
+    Rule("sa_exim", rx(r"SA: (?:Action|Debug|Notice|Info|Warning|Error|Panic): .*"), ("SA",), known=True),
+    # a delivery process that finds another one at work (spool_in.c), a message removed for its age
+    Rule("message_note", rx(r"Spool file (?:for \S+ )?is locked \(another process is handling this "
+                            r"message\)|Message removed because older than .*"),
+         ("Spool", "Message"), known=True),
+    # an administrator's "exim -Mrm" (queue.c), a peer certificate that did not verify (tls-openssl.c)
+    Rule("admin_removed", rx(r"removed by \S+"), ("removed",), known=True),
+    Rule("tls_verify_error", rx(r"\[[^\]\s]*\] SSL verify error.*"), known=True),
+    # a transport's note on one host before 4.86 wrote it without "H=" (transports/smtp.c write_logs):
+    # "mx.example [192.0.2.1] Connection refused"; the == or ** line after it carries the outcome
+    Rule("host_note", rx(r"[^\s\[(=]+ \[[0-9A-Fa-f.:]+\](?::\d+)?(?::)? [A-Z].*"), known=True),
     # --- reject log: the lines after an entry's first one (header lines only if received) --------
     Rule("rejectlog_envelope", seq("Envelope-", rx(r"from|to", "which"), ": ", rx(r".*", "value")),
          ("Envelope-from", "Envelope-to")),
     # the header's type flag (F T C B I R P S, * = deleted, space = other), then the header
     Rule("rejectlog_header", seq(rx(r"[ FTCBIRPS*]", "header_type"), " ", rx(r"[!-9;-~]+", "header"), ":",
-                                 rx(r".*", "value"))),
-    Rule("rejectlog_continuation", rx(r"\t.*| (?! [!-9;-~]+:).*|\*\*\* truncated \*\*\*", "text")),
+                                 rx(r".*", "value")), known=True),
+    Rule("rejectlog_continuation", rx(r"\t.*| (?! [!-9;-~]+:).*|\*\*\* truncated \*\*\*", "text"),
+         known=True),
 ]

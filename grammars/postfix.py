@@ -61,6 +61,12 @@ ACTION = rx(
     r"milter-reject|milter-hold|milter-discard|proxy-reject|proxy-accept",
     "action",
 )
+# header/body_checks actions as cleanup logs them (cleanup_act_log), and milter_header_checks'
+CLEANUP_ACTION = rx(
+    r"milter-(?:header|body)-(?:reject|filter|discard|hold|redirect|bcc)|reject|warning|info|filter|pass|"
+    r"discard|hold|delay|prepend|replace|redirect|bcc|strip",
+    "action",
+)
 # "554 5.7.1 <b@y>: Relay access denied; from=<a> to=<b> proto=ESMTP helo=<h>": the reply runs up
 # to the first such tail; milter replies start at the enhanced code.
 REPLY_TAIL = seq(
@@ -116,10 +122,16 @@ RULES: list[Rule] = [
          "proxy-reject", "proxy-accept"),
         ("smtpd", "cleanup", "postscreen"),
     ),
+    # a before-queue content filter's verdict (smtpd.c: "proxy-%s: %s: %s;%s"): the same event as
+    # the access verdicts above, written without the client (the smtpd process is the session)
+    Rule("smtpd_reject", seq(rx(r"proxy-reject|proxy-accept", "action"), ": ", STAGE, ": ", REPLY_TAIL),
+         ("proxy-reject", "proxy-accept"), SMTPD),
     Rule(
         "smtpd_abort",
         seq(rx(r"lost connection|timeout|too many errors", "abort"), " after ", STAGE,
-            opt(" (", rx(r"\d+", "bytes", as_int), " bytes)"), " from ", namaddr(), rx(r".*", "rest")),
+            # "(approximately N bytes)" before Postfix 2.9
+            opt(" (", opt("approximately "), rx(r"\d+", "bytes", as_int), " bytes)"), " from ", namaddr(),
+            rx(r".*", "rest")),
         ("lost", "timeout", "too"), SMTPD,
     ),
     Rule(
@@ -132,12 +144,12 @@ RULES: list[Rule] = [
         ("Anonymous", "Untrusted", "Trusted", "Verified"),
     ),
     Rule("smtpd_pipelining", seq("improper command pipelining after ", STAGE, " from ", namaddr(),
-                                 rx(r".*", "rest")), ("improper",), SMTPD),
+                                 rx(r".*", "rest")), ("improper",), SMTPD, known=True),
     Rule("smtpd_ssl_error", seq("SSL_accept error from ", namaddr(), rx(r".*", "rest")), ("SSL_accept",),
-         SMTPD),
+         SMTPD, known=True),
     Rule("smtpd_table_changed", seq("table ", rx(r"\S+", "table"), " has changed -- restarting"),
-         ("table",), SMTPD),
-    Rule("smtpd_starttls_fail", seq("STARTTLS ", rx(r".*", "rest")), ("STARTTLS",), SMTPD),
+         ("table",), SMTPD, known=True),
+    Rule("smtpd_starttls_fail", seq("STARTTLS ", rx(r".*", "rest")), ("STARTTLS",), SMTPD, known=True),
     # "warning: NAMADDR: SASL LOGIN authentication failed: <reason>" with ", sasl_username=<user>"
     # from 3.9 on ("(unavailable)" when the mechanism got no name), and "… authentication aborted"
     # when the client sent "*" (smtpd_sasl_glue.c)
@@ -150,22 +162,25 @@ RULES: list[Rule] = [
     # Cyrus SASL's own words before smtpd's line about the attempt: "warning: SASL authentication
     # failure: Password verification failed", "… problem: …" (the attempt is counted from smtpd's)
     Rule("smtpd_sasl_library", seq("warning: SASL authentication ", rx(r"failure|problem", "what"), ": ",
-                                   rx(r".*", "text")), ("warning",), SMTPD),
+                                   rx(r".*", "text")), ("warning",), SMTPD,
+         known=True),
     # --- cleanup -------------------------------------------------------------------------
     Rule("cleanup_message_id", seq(rx(r"(?:resent-)?message-id", "header"), "=", rx(r".*", "message_id")),
          ("message-id=", "resent-message-id="), ("cleanup",)),
     Rule(
         "cleanup_action",
-        seq(ACTION, ": ", rx(r"header|body|content|mime-error", "what"), " ",
-            rx(r".*?(?= from (?:\S+\[[^\]]*\](?::\d+)?|local); )", "content"),
-            " from ", alt(namaddr(), rx(r"local", "client_name")), "; ",
+        seq(CLEANUP_ACTION, ": ", rx(r"header|body|content|mime-error", "what"), " ",
+            rx(r".*?(?= from (?:\S+\[[^\]]*\](?::\d+)?|local|unknown); )", "content"),
+            " from ", alt(namaddr(), rx(r"local|unknown", "client_name")), "; ",
             opt("from=<", rx(r"[^>]*", "mail_from"), ">"),
             opt(" to=<", rx(r"[^>]*", "rcpt_to"), ">"),
             opt(" proto=", rx(r"\S+", "proto")),
             opt(" helo=<", rx(r"[^>]*", "helo"), ">"),
             opt(": ", rx(r".*", "reason"))),
         ("reject", "warning", "hold", "discard", "filter", "redirect", "replace", "prepend", "bcc",
-         "strip", "info"),
+         "strip", "info", "pass", "delay", *(f"milter-{where}-{what}" for where in ("header", "body")
+                                             for what in ("reject", "filter", "discard", "hold", "redirect",
+                                                          "bcc"))),
         ("cleanup",),
     ),
     Rule("cleanup_removed", seq("removed", opt(" (", rx(r"[^)]*", "reason"), ")")), ("removed",),
@@ -178,11 +193,12 @@ RULES: list[Rule] = [
                              rx(r"expired|force-expired", "status"), ", returned to sender"),
          ("from=",), ("qmgr",)),
     Rule("qmgr_removed", lit("removed"), ("removed",), ("qmgr", "postsuper")),
-    Rule("qmgr_skipped", seq("skipped, still being delivered"), ("skipped,",), ("qmgr",)),
+    Rule("qmgr_skipped", seq("skipped, still being delivered"), ("skipped,",), ("qmgr",), known=True),
     Rule("postsuper_action", rx(r"requeued|placed on hold|released from hold|expired", "action"),
-         ("requeued", "placed", "released", "expired"), ("postsuper",)),
-    Rule("postsuper_summary", seq(rx(r"[A-Z][a-z]+", "action"), ": ", rx(r"\d+", "count", as_int),
-                                  rx(r" messages?", "rest")), (), ("postsuper",)),
+         ("requeued", "placed", "released", "expired"), ("postsuper",), known=True),
+    # postsuper.c: "Deleted: 3 messages", "Placed on hold: 1 message", "Released from hold: …", "Requeued: …"
+    Rule("postsuper_summary", seq(rx(r"[A-Z][a-z]+(?: [a-z]+)*", "action"), ": ", rx(r"\d+", "count", as_int),
+                                  rx(r" messages?", "rest")), (), ("postsuper",), known=True),
     # --- pickup --------------------------------------------------------------------------
     Rule("pickup_uid", seq("uid=", rx(r"\d+", "uid", as_int), " from=<", rx(r"[^>]*", "mail_from"), ">",
                            opt(" orig_id=", rx(QUEUE_ID, "orig_queue_id"))), ("uid=",), ("pickup",)),
@@ -195,24 +211,26 @@ RULES: list[Rule] = [
             ", status=", rx(r"\S+", "status"), opt(" ", rx(r".*", "status_text"))),
         ("to=",), DELIVERY_AGENTS,
     ),
+    # a delivery agent's notes on one host before its to= line, which carries the outcome: known
     Rule("delivery_connect_fail", seq("connect to ", namaddr("relay"), ": ", rx(r".*", "reason")),
-         ("connect",), DELIVERY_AGENTS),
+         ("connect",), DELIVERY_AGENTS, known=True),
     Rule("delivery_host_said", seq("host ", namaddr("relay"), " said: ", smtp_reply()), ("host",),
-         DELIVERY_AGENTS),
+         DELIVERY_AGENTS, known=True),
     Rule("delivery_refused_talk", seq("host ", namaddr("relay"), " refused to talk to me: ", smtp_reply()),
-         ("host",), DELIVERY_AGENTS),
+         ("host",), DELIVERY_AGENTS, known=True),
     Rule("delivery_lost", seq(rx(r"lost connection with|conversation with", "what"), " ", namaddr("relay"),
-                              rx(r" .*", "rest")), ("lost", "conversation"), DELIVERY_AGENTS),
+                              rx(r" .*", "rest")), ("lost", "conversation"), DELIVERY_AGENTS, known=True),
     Rule("delivery_starttls_offer", seq("Host offered STARTTLS: [", rx(r"[^\]]*", "relay_name"), "]"),
-         ("Host",), DELIVERY_AGENTS),
+         ("Host",), DELIVERY_AGENTS, known=True),
     Rule("delivery_passing", seq("passing <", rx(r"[^>]*", "rcpt_to"), "> to transport=",
-                                 rx(r"\S+", "transport")), ("passing",)),
+                                 rx(r"\S+", "transport")), ("passing",), known=True),
     # --- bounce --------------------------------------------------------------------------
     Rule("bounce_notification", seq(rx(r"sender|postmaster", "audience"), " ",
                                     rx(r"non-delivery|delay|delivery status|success", "kind"),
                                     " notification: ", rx(QUEUE_ID, "new_queue_id")),
          ("sender", "postmaster"), ("bounce",)),
-    Rule("bounce_failed", seq("sender notification failed to ", rx(r".*", "rest")), ("sender",), ("bounce",)),
+    Rule("bounce_failed", seq("sender notification failed to ", rx(r".*", "rest")), ("sender",), ("bounce",),
+         known=True),
     # --- postscreen ----------------------------------------------------------------------
     Rule("postscreen_connect", seq("CONNECT from ", bracket_addr(), " to ", bracket_addr("server")),
          ("CONNECT",), ("postscreen",)),
@@ -234,27 +252,69 @@ RULES: list[Rule] = [
          ("reject",), ("postscreen",)),
     # once per client when compatibility_level < 3.6 leaves respectful_logging unset
     Rule("postscreen_compat_note", seq("using backwards-compatible default setting ", rx(r"\S+", "setting"),
-                                       " for client ", bracket_addr()), ("using",), ("postscreen",)),
-    Rule("postscreen_cache", seq("cache ", rx(r".*", "rest")), ("cache",), ("postscreen", "verify")),
+                                       " for client ", bracket_addr()), ("using",), ("postscreen",),
+         known=True),
+    Rule("postscreen_cache", seq("cache ", rx(r".*", "rest")), ("cache",), ("postscreen", "verify"),
+         known=True),
     Rule("dnsblog_listed", seq("addr ", rx(r"\S+", "client_address"), " listed by domain ",
                                rx(r"\S+", "dnsbl"), " as ", rx(r"\S+", "dnsbl_result")),
          ("addr",), ("dnsblog",)),
     # --- master, anvil, scache, tlsproxy, postfix-script ----------------------------------
     Rule("master_started", seq(rx(r"daemon started|reload", "what"), " -- version ", rx(r"[^,]+", "version"),
-                               ", configuration ", rx(r".*", "config")), ("daemon", "reload"), ("master",)),
+                               ", configuration ", rx(r".*", "config")), ("daemon", "reload"), ("master",),
+         known=True),
     Rule("master_terminating", seq("terminating on signal ", rx(r"\d+", "signal", as_int)), ("terminating",),
-         ("master",)),
+         ("master",), known=True),
     Rule("master_process_exit", seq("warning: process ", rx(r"\S+", "path"), " pid ",
                                     rx(r"\d+", "child_pid", as_int), " ",
                                     rx(r"exit status|killed by signal", "how"), " ",
                                     rx(r"\d+", "code", as_int)), ("warning",), ("master",)),
-    Rule("statistics", seq("statistics: ", rx(r".*", "rest")), ("statistics",), ("anvil", "scache")),
+    Rule("statistics", seq("statistics: ", rx(r".*", "rest")), ("statistics",), ("anvil", "scache"),
+         known=True),
     Rule("postfix_script", rx(r"(?:starting|stopping|refreshing|waiting for) the Postfix mail system.*|"
                               r"Postfix is running.*|the Postfix mail system is .*", "what"),
-         ("starting", "stopping", "refreshing", "waiting", "Postfix", "the"), ("postfix-script",)),
+         ("starting", "stopping", "refreshing", "waiting", "Postfix", "the"), ("postfix-script",),
+         known=True),
     Rule("tlsproxy_conn", seq(rx(r"CONNECT|DISCONNECT", "verdict"), rx(r".*", "rest")),
-         ("CONNECT", "DISCONNECT"), ("tlsproxy",)),
-    # --- any daemon: diagnostics, kept as parsed (warning lines are real Postfix output) ----
+         ("CONNECT", "DISCONNECT"), ("tlsproxy",), known=True),
+    # --- known and ignored: recognised, counted, nothing to export (Rule.known) ----------------
+    # TLS notes at smtp[d]_tls_loglevel 1-2 (tls_verify.c, tls_client.c, tls_server.c, tls_session.c)
+    Rule("tls_note", rx(r"(?:[a-z]+ )?certificate verification failed for .*|"
+                        r"SSL_(?:connect|set_fd) error (?:to|from) .*|"
+                        r"(?:looking for|reloaded|save|remove) session .*|"
+                        r"initializing the (?:client|server)-side TLS engine|"
+                        r"setting up TLS connection (?:to|from) .*|Cannot start TLS: .*|"
+                        r"(?:Server|server|Client|client) certificate could not be verified|"
+                        r"TLS handshake failed for service=.*"),
+         ("certificate", "server", "client", "SSL_connect", "SSL_set_fd", "looking", "reloaded", "save",
+          "remove", "initializing", "setting", "Cannot", "Server", "Client", "TLS"), known=True),
+    # the same, about one peer: "mx.example[192.0.2.1]:25: depth=0 verify=1 subject=…"
+    Rule("tls_peer_note", rx(r"[^\s\[]*\[[^\]\s]*\](?::\d+)?: (?:depth=\d+ |verify=\d+|TLS cipher list |SNI "
+                             r"hostname: |[Mm]atched |subject_CN=|re-using session |[Tt]rusted peer|"
+                             r"[Uu]ntrusted peer|Trusted |Untrusted |Anonymous ).*"), known=True),
+    # smtp.c/smtp_proto.c: "enabling PIX workarounds: disable_esmtp delay_dotcrlf for mx[192.0.2.1]:25"
+    Rule("smtp_pix_workaround", rx(r"enabling PIX workarounds: .*"), ("enabling",), DELIVERY_AGENTS,
+         known=True),
+    Rule("smtpd_ehlo_discard", rx(r"discarding EHLO keywords: .*"), ("discarding",), SMTPD, known=True),
+    # "-v" (verbose) daemons: "master_notify: status 1", "input attribute name: status", "request ignored"
+    Rule("verbose", rx(r"input attribute (?:name|value): .*|send attr .*|request: \d+ \(.\)|request ignored|"
+                       r"(?:start|done) (?:incoming|deferred|active|hold|corrupt) queue scan|"
+                       r"(?:start|end) sorted recipient list|connection established|disconnect|"
+                       r"connect to subsystem \S+|rewrite stream disconnect|wakeup \S+ after \d+ secs?|"
+                       r"mynetworks: .*|process generation: .*|(?:start|end) move queue .*|"
+                       r"recipient limit \d+|>>> .* <<<|[<>] [^\s\[]*\[[^\]\s]*\](?::\d+)?: .*|"
+                       r"(?:Compiled against|Run-time linked against) Berkeley DB: .*|fsspace: .*|"
+                       r"(?:before|after) [a-z_]+: .*|idle timeout -- exiting"),
+         ("input", "send", "request", "start", "done", "end", "connection", "disconnect",
+          "connect", "rewrite", "wakeup", "mynetworks", "process", "recipient", ">>>", "<", ">", "Compiled",
+          "Run-time", "fsspace", "before", "after", "idle"), known=True),
+    # "-v" start-up: every parameter the daemon read, "unknown_address_tempfail_action = defer_if_permit"
+    Rule("verbose_parameter", rx(r"[a-z][a-z0-9_]* = .*"), known=True),
+    # the same, from a function that names itself: "qmgr_scan_start: start deferred queue scan"
+    Rule("verbose_function", rx(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)+: .*|(?:private|public)/[\w.-]+ socket: .*"),
+         known=True),
+    # --- any daemon: diagnostics. Postfix's own warnings, errors, fatal and panic lines (rate
+    # limits, hostnames that do not resolve, TLS library problems, lookup table trouble…): known
     Rule("diagnostic", seq(rx(r"warning|error|fatal|panic", "severity"), ": ", rx(r".*", "text")),
-         ("warning", "error", "fatal", "panic")),
+         ("warning", "error", "fatal", "panic"), known=True),
 ]

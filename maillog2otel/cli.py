@@ -154,14 +154,16 @@ def backfill(
 def check(
     paths: Annotated[list[str], typer.Argument(help="Log files (plain or .gz), or - for stdin.")],
     mta: MtaOpt = "auto", year: YearOpt = None, timezone: TzOpt = None, hostname: HostOpt = None,
-    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when any line of a known MTA is unparsed.")]
-    = False,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Exit 1 when any line of a supported MTA is unparsed (known lines pass).")] = False,
     grammars: GrammarsOpt = None,
 ) -> None:
     """Read logs without exporting and report how much of them maillog2otel understands.
 
-    Run it before the first backfill: per MTA and program it prints lines parsed, foreign and
-    unparsed, the connections and messages reconstructed, and the most common unparsed line shapes.
+    Run it before the first backfill: per MTA and program it prints the lines understood (they feed
+    telemetry), known (recognised, nothing to export: anvil statistics, start/stop notes…), foreign
+    (other programs) and unparsed, the connections and messages reconstructed, and the most common
+    unparsed line shapes. --strict fails on unparsed lines only.
     """
     from maillog2otel.runner import run_check
 

@@ -3,6 +3,7 @@
 Shapes (detected per line, so a file may mix them):
 
     Nov  2 01:02:03 mx postfix/smtpd[123]: connect from …          RFC3164, journalctl short
+    Nov 2 01:02:03 mx postfix/smtpd[123]: connect from …           the same, day not padded
     Nov 22 01:52:30.333725 mx postfix/smtpd[123]: …                journalctl short-precise
     2026-11-22T01:52:46.661933+00:00 mx postfix/smtpd[123]: …      rsyslog RFC3339, short-iso
     2026-11-22 01:52:46.661 +0100 [123] 1rABCD-0001Ab-XY <= …      Exim's own main log
@@ -29,7 +30,7 @@ from maillog2otel.records import Record
 _MONTHS = {m: i for i, m in enumerate(calendar.month_abbr) if m}
 
 _BSD = re.compile(
-    r"(?P<mon>[A-Z][a-z]{2}) (?P<day>[ \d]\d) (?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d)(?:\.(?P<frac>\d{1,9}))?"
+    r"(?P<mon>[A-Z][a-z]{2}) (?P<day>[ \d]?\d) (?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d)(?:\.(?P<frac>\d{1,9}))?"
     r" (?:<[\w.]+> )?(?P<host>\S+) (?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: (?:\[ID \d+ [\w.]+\] )?"
 )
 # the rest of a classic syslog line after a stamp already seen (see Framer.frame)
@@ -178,7 +179,7 @@ class Framer:
     def frame(self, text: str, offset: int) -> Record | None:
         head = self._bsd_head
         if head and text.startswith(head):
-            m = _BSD_REST.match(text, 15)
+            m = _BSD_REST.match(text, len(head))
             if m is not None:
                 host, prog, pid = m.groups()
                 self.last_ns = ts = self._bsd_ts
@@ -224,8 +225,8 @@ class Framer:
                                       _frac_ns(m["frac"]))
             except ValueError:
                 return None
-            if m["frac"] is None:
-                self._bsd_head, self._bsd_ts = text[:15], ts
+            if m["frac"] is None:  # 15 characters, or 14 with an unpadded day ("Mar 7 02:09:33")
+                self._bsd_head, self._bsd_ts = text[:m.end("s")], ts
             return self._syslog(ts, m["host"], m["prog"], m["pid"], text[m.end():], offset)
         if c.isdigit():
             # a stamped Haraka record can look like syslog: 'Z {"level":…"message":"bouncing mail: …'

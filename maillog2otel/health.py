@@ -17,7 +17,7 @@ their stats, so ``/ready`` turns 503 while the loop is blocked retrying a collec
 - ``/health``: the whole report (below), 200 when ready, else 503.
 
 Report: ``status``, ``mode``, ``version``, ``uptime_s``, ``sources`` (the paths followed or read),
-``lines`` (read, parsed, foreign, unparsed), ``last_log_time`` and ``lag_s`` (wall time minus the
+``lines`` (read, parsed, known, foreign, unparsed), ``last_log_time`` and ``lag_s`` (wall time minus the
 newest line's log time: seconds behind in ``tail``; in a ``backfill`` it is the age of the log),
 ``open`` (sessions and messages per MTA), ``exporters`` (per signal: exporter, endpoint without
 credentials, state, requests, retries, exported, last error), ``last_error``. Header values (API
@@ -197,7 +197,8 @@ class OpsServer:
                       redact.from_settings(pipeline.settings))
         c = pipeline.counters
         snapshot = {
-            "lines": {"read": c.lines, "parsed": c.parsed, "foreign": c.foreign, "unparsed": c.unparsed},
+            "lines": {"read": c.lines, "parsed": c.parsed, "known": c.known, "foreign": c.foreign,
+                      "unparsed": c.unparsed},
             "mail": {"connections": c.connections, "messages": c.messages, "deliveries": c.deliveries,
                      "rejected": c.rejected},
             "open": pipeline.open_counts(),

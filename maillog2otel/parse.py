@@ -15,8 +15,9 @@ from typing import Any
 
 from maillog2otel.records import Event, Record
 
-# (rule name, text -> fields or None) for each rule a line may be, in grammar order
-Candidates = list[tuple[str, Callable[[str], "dict[str, Any] | None"]]]
+# (rule name, text -> fields or None, known) for each rule a line may be, in grammar order; a known
+# rule's reader only tests the match (truthy or None) and reads no field
+Candidates = list[tuple[str, Callable[[str], Any], bool]]
 
 _FIRST_WORD = re.compile(r"[^ =:]*=?")
 
@@ -57,7 +58,9 @@ class Grammar:
         if found is None:
             keyed = [r for r in self.rules if key in r.keys and (not r.programs or daemon in r.programs)]
             loose = [r for r in self.rules if not r.keys and (not r.programs or daemon in r.programs)]
-            found = table[key] = [(r.name, r.compile() if self.fast else r.parse_slow) for r in keyed + loose]
+            found = table[key] = [
+                (r.name, (r.matcher() if r.known else r.compile()) if self.fast else r.parse_slow, r.known)
+                for r in keyed + loose]
         return found
 
     def parse(self, rec: Record) -> Event | None:
@@ -81,9 +84,11 @@ class Grammar:
             candidates = self._candidates(daemon, key if key in self._keys else None)
             if len(table) < 1000:  # the unkeyed words share one list; the table stays bounded
                 table[key] = candidates
-        for name, rule_parse in candidates:
+        for name, rule_parse, known in candidates:
             got = rule_parse(body)
             if got is not None:
+                if known:
+                    return Event(name, {}, rec, known=True)
                 if fields:
                     got.update(fields)
                 if prog_fields:

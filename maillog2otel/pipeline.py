@@ -55,8 +55,15 @@ def shape_of(text: str) -> str:
 
 @dataclass(slots=True)
 class Counters:
+    """What became of every line read: ``lines == parsed + known + foreign + unparsed``.
+
+    ``parsed``: understood, it feeds telemetry; ``known``: an MTA's line recognised as one that
+    carries nothing to export (``Rule.known``); ``foreign``: another program's; ``unparsed``: an
+    MTA's line no rule recognises, or a line without a log envelope (``unframed``, part of it)."""
+
     lines: int = 0
     parsed: int = 0
+    known: int = 0
     foreign: int = 0
     unparsed: int = 0
     unframed: int = 0
@@ -64,8 +71,10 @@ class Counters:
     messages: int = 0
     deliveries: int = 0
     rejected: int = 0
-    by_program: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # [parsed, unparsed]
+    # (mta, program) -> [parsed, known, unparsed]
+    by_program: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     shapes: dict[str, list] = field(default_factory=dict)  # shape -> [count, example]
+    known_rules: dict[tuple[str, str], int] = field(default_factory=dict)  # (mta, rule) -> lines; check only
     first_ns: int | None = None
     last_ns: int | None = None
 
@@ -118,7 +127,7 @@ class Pipeline:
         c.unparsed += 1
         c.unframed += 1
         key = ("?", "(no envelope)")
-        c.by_program.setdefault(key, [0, 0])[1] += 1
+        c.by_program.setdefault(key, [0, 0, 0])[2] += 1
         if self.collect_shapes:
             c.note_shape(text)
 
@@ -141,7 +150,7 @@ class Pipeline:
         counts = by_program.get(key)
         if counts is None:  # bounded: past 1000 programs, the rest share one row per MTA
             key = key if len(by_program) < 1000 else (mta, "(other programs)")
-            counts = by_program.setdefault(key, [0, 0])
+            counts = by_program.setdefault(key, [0, 0, 0])
         route = (mta, stage[0].parse, stage[1].feed, counts)
         if len(self._routes) < 10_000 and rec.program not in ("node", "haraka.js"):
             self._routes[(rec.host, rec.program, rec.mta)] = route
@@ -175,19 +184,28 @@ class Pipeline:
         ev = parse(rec)
         if ev is None:
             c.unparsed += lines
-            counts[1] += lines
+            counts[2] += lines
             if self.collect_shapes:
                 c.note_shape(f"{rec.program}: {rec.message}")
             if self.log_sink is not None:
                 self.log_sink.line(rec, None, mta)
             return
-        c.parsed += lines
-        counts[0] += lines
-        outs = correlate(ev)
-        if self.log_sink is not None:
-            self.log_sink.line(rec, ev, mta)
-        if outs:
-            self._outputs(outs)
+        if ev.known:  # counted, never correlated: it carries nothing to export
+            c.known += lines
+            counts[1] += lines
+            if self.collect_shapes:
+                k = (mta, ev.rule)
+                c.known_rules[k] = c.known_rules.get(k, 0) + lines
+            if self.log_sink is not None:
+                self.log_sink.line(rec, ev, mta)
+        else:
+            c.parsed += lines
+            counts[0] += lines
+            outs = correlate(ev)
+            if self.log_sink is not None:
+                self.log_sink.line(rec, ev, mta)
+            if outs:
+                self._outputs(outs)
         if self.metrics_on:
             nb = self._next_bucket
             if nb is None or ts >= nb:

@@ -42,6 +42,8 @@ class Event:
     # session, message or delivery: (trace_id, span_id) or a ``LogContext`` it fills in later.
     # ``--logs`` stamps the line's log record with it.
     ctx: tuple[bytes, bytes | None] | LogContext | None = None
+    # a line of a ``known`` rule: recognised and counted, no fields, never correlated
+    known: bool = False
 
 
 @dataclass(slots=True)

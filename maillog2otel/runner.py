@@ -378,7 +378,8 @@ def _summary(p: Pipeline, stats: SourceStats, span_sink: Sink, metric_sink: Sink
     c = p.counters
     rate = (c.lines - lines_before) / elapsed if elapsed > 0 else 0.0
     lines = [
-        f"lines     {c.lines:,} read: {c.parsed:,} parsed, {c.foreign:,} foreign, {c.unparsed:,} unparsed"
+        f"lines     {c.lines:,} read: {c.parsed:,} understood, {c.known:,} known, {c.foreign:,} foreign, "
+        f"{c.unparsed:,} unparsed"
         + (f" ({c.unframed:,} without a log envelope)" if c.unframed else ""),
         f"mail      {c.connections:,} connections, {c.messages:,} messages queued, {c.deliveries:,} delivery "
         f"attempts, {c.rejected:,} rejections",
@@ -455,15 +456,22 @@ def run_check(paths: list[str], settings: Settings, *, strict: bool, grammars_di
             key = attr.split("|", 1)[0]
             d[key] = d.get(key, 0) + series.value
     w = sys.stdout.write
-    w(f"{c.lines:,} lines: {c.parsed:,} parsed, {c.foreign:,} foreign (other programs), "
-      f"{c.unparsed:,} unparsed\n")
+    w(f"{c.lines:,} lines: {c.parsed:,} understood, {c.known:,} known (nothing to export), "
+      f"{c.foreign:,} foreign (other programs), {c.unparsed:,} unparsed\n")
+    own = c.parsed + c.known + c.unparsed
+    if own:
+        w(f"{(c.parsed + c.known) / own:.2%} of the MTAs' own lines understood or known\n")
     w(f"{c.connections:,} connections, {c.messages:,} messages queued, {c.deliveries:,} delivery attempts, "
       f"{c.rejected:,} rejections reconstructed\n\n")
-    w(f"{'mta':<8} {'program':<32} {'parsed':>10} {'unparsed':>10}\n")
-    for (mta, prog), (ok, bad) in sorted(c.by_program.items()):
-        w(f"{mta:<8} {prog:<32} {ok:>10,} {bad:>10,}\n")
+    w(f"{'mta':<8} {'program':<32} {'understood':>10} {'known':>10} {'unparsed':>10}\n")
+    for (mta, prog), (ok, known, bad) in sorted(c.by_program.items()):
+        w(f"{mta:<8} {prog:<32} {ok:>10,} {known:>10,} {bad:>10,}\n")
     for prog, n in sorted(foreign.items(), key=lambda kv: -kv[1])[:20]:
-        w(f"{'foreign':<8} {prog[:32]:<32} {'':>10} {'':>10}  {n:,} lines of another program\n")
+        w(f"{'foreign':<8} {prog[:32]:<32} {'':>10} {'':>10} {'':>10}  {n:,} lines of another program\n")
+    if c.known_rules:
+        w("\nknown lines by rule (recognised, nothing to export):\n")
+        for (mta, rule), n in sorted(c.known_rules.items(), key=lambda kv: (-kv[1], kv[0]))[:30]:
+            w(f"{mta:<8} {rule:<32} {n:>10,}\n")
     mtas_seen = sorted({m for m, _ in c.by_program if m != "?"})
     if mtas_seen:
         w(f"\n{'mta':<8} {'connections':>11} {'queued':>8} {'deliveries':>10} {'delivered':>9} "

@@ -1050,7 +1050,7 @@ class Tailer:
     def summary(self) -> list[str]:
         c = self.pipeline.counters
         out = [
-            f"lines     {c.lines:,} read: {c.parsed:,} parsed, {c.foreign:,} foreign, "
+            f"lines     {c.lines:,} read: {c.parsed:,} understood, {c.known:,} known, {c.foreign:,} foreign, "
             f"{c.unparsed:,} unparsed",
             f"mail      {c.connections:,} connections, {c.messages:,} messages queued, "
             f"{c.deliveries:,} delivery attempts, {c.rejected:,} rejections",

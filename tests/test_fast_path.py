@@ -134,7 +134,7 @@ def test_routing_cache_counts_programs_like_detect(tmp_path: Path) -> None:
     r = run_pipeline([str(log)], timezone="UTC", year=2026)
     c = r.counters
     assert (c.lines, c.foreign) == (7, 2)
-    assert c.by_program[("postfix", "postfix/smtpd")] == [3, 1]
+    assert c.by_program[("postfix", "postfix/smtpd")] == [3, 0, 1]  # understood, known, unparsed
     assert ("haraka", "node") in c.by_program
     assert c.connections == 2
 

@@ -348,6 +348,16 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
     "postfix_script": [("postfix/postfix-script", "stopping the Postfix mail system")],
     "tlsproxy_conn": [("postfix/tlsproxy", "CONNECT from [192.0.2.9]:36942")],
     "diagnostic": [("postfix/bounce", "warning: for instructions see the bounce(5) manual")],
+    "tls_note": [("postfix/smtp", "certificate verification failed for mx.example.net[192.0.2.7]:25: "
+                  "untrusted issuer /C=XX/O=Example CA"),
+                 ("postfix/smtp", "SSL_connect error to mx.example.net[192.0.2.7]:25: -1")],
+    "tls_peer_note": [("postfix/smtp", "mx.example.net[192.0.2.7]:25: depth=0 verify=1 subject=/CN=mx")],
+    "smtp_pix_workaround": [("postfix/smtp", "enabling PIX workarounds: disable_esmtp delay_dotcrlf for "
+                             "mx.example.net[192.0.2.7]:25")],
+    "smtpd_ehlo_discard": [("postfix/smtpd", "discarding EHLO keywords: CHUNKING")],
+    "verbose": [("postfix/qmgr", "input attribute name: status")],
+    "verbose_function": [("postfix/qmgr", "qmgr_scan_start: start deferred queue scan")],
+    "verbose_parameter": [("postfix/smtpd", "unknown_address_tempfail_action = defer_if_permit")],
 }
 
 

@@ -18,7 +18,7 @@ attribute (``smtp_result``, ``postfix_hook``, ``smtp_reject_class``).
     postfix_connection_duration_milliseconds_bucket{host_name="mx",mta_name="postfix",le="250"} 13
     postfix_up{host_name="mx",mta_name="postfix"} 1
 
-Plus the tool's own: ``maillog2otel_lines_total{result=parsed|foreign|unparsed}``,
+Plus the tool's own: ``maillog2otel_lines_total{result=parsed|known|foreign|unparsed}``,
 ``maillog2otel_last_log_time_seconds`` (log time of the newest line) and
 ``maillog2otel_exported_total{signal=spans|metric_points|log_records}``.
 """
@@ -110,7 +110,7 @@ def render(aggregator: Any, counters: Any = None, exported: dict[str, int] | Non
         family(name, "gauge", d.description).append(f"{name}{up_labels} 1")
     if counters is not None:
         lines = family("maillog2otel_lines_total", "counter", "Log lines read, by what became of them")
-        for result in ("parsed", "foreign", "unparsed"):
+        for result in ("parsed", "known", "foreign", "unparsed"):
             lines.append(f'maillog2otel_lines_total{{result="{result}"}} {getattr(counters, result)}')
         if counters.last_ns is not None:
             family("maillog2otel_last_log_time_seconds", "gauge", "Log time of the newest line read").append(
