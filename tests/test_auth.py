@@ -1,0 +1,181 @@
+"""AUTH on Exim and Haraka against what the clients really did (the AUTH fixture sets, recorded
+from a real Exim with plaintext authenticators and a real Haraka with auth/flat_file): every
+attempt the log proves is one ``smtp.auth`` event with the right result, method and user,
+``Connection.auth`` counts it with span events on or off, ``<mta>.auth.attempts`` adds up, and
+``--redact hash`` hides the attempted user in the events and on the span."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from maillog2otel import mtas
+from maillog2otel.config import build_settings
+from maillog2otel.correlate.base import CorrelateSettings
+from maillog2otel.framing import Framer, LocalClock, YearGuess
+from maillog2otel.records import Connection, SpanData
+from maillog2otel.testing import Result, run_pipeline
+
+FIX = Path(__file__).resolve().parent.parent / "fixtures"
+# Exim names the authenticator (record.py: fixed_plain is PLAIN, fixed_login LOGIN); a mechanism
+# it refuses before any authenticator runs is named as the client sent it
+EXIM_NAMES = {"PLAIN": "fixed_plain", "LOGIN": "fixed_login"}
+SETS = {  # set -> (files, mta)
+    "exim/auth": (["auth.mainlog", "auth.rejectlog"], "exim"),
+    "exim/auth-default": (["auth-default.mainlog", "auth-default.rejectlog"], "exim"),
+    "haraka/auth-info": (["auth-info.log"], "haraka"),
+    "haraka/auth-protocol": (["auth-protocol.log"], "haraka"),
+}
+_CACHE: dict[tuple[str, str], Result] = {}
+
+
+def _run(name: str, redact: str = "none") -> Result:
+    if (name, redact) not in _CACHE:
+        mta_dir = FIX / name.split("/", maxsplit=1)[0]
+        settings = build_settings(env={"MAILLOG2OTEL_REDACT_KEY": "test-key"}, exporter="none",
+                                  timezone="UTC", redact=redact)
+        _CACHE[name, redact] = run_pipeline([str(mta_dir / f) for f in SETS[name][0]], settings=settings)
+    return _CACHE[name, redact]
+
+
+def _truth(name: str) -> dict[str, Any]:
+    mta_dir, stem = name.split("/")
+    return json.loads((FIX / mta_dir / f"{stem}.truth.json").read_text())
+
+
+def _span_of(result: Result, conn: dict[str, Any]) -> SpanData | None:
+    """The client's connection: by address and port where the log has the port, else by address
+    (every AUTH scenario uses its own client address); None when the log has no line of it."""
+    spans = [s for s in result.connections() if s.attrs.get("client.address") == conn["client_address"]]
+    by_port = [s for s in spans if s.attrs.get("client.port") == conn["client_port"]]
+    assert len(by_port or spans) <= 1, conn["name"]
+    return (by_port or spans or [None])[0]
+
+
+def _proved(name: str, conn: dict[str, Any]) -> list[dict[str, Any]]:
+    """The attempts the log can show. Exim writes no line for a successful AUTH: A= on a later
+    line proves it (an arrival, a RCPT rejection, `no MAIL` with +smtp_no_mail) or the refusal of
+    a second AUTH ("already authenticated"); with the default selectors a login followed by QUIT
+    leaves no line at all."""
+    attempts = conn["auth"]
+    if name != "exim/auth-default":
+        return attempts
+    later_line = any(t["mail_code"] == 250 for t in conn["transactions"])
+    return [a for a in attempts if a["result"] == "failed" or later_line]
+
+
+def _expected_event(name: str, attempt: dict[str, Any], level: str) -> dict[str, Any]:
+    ok = attempt["result"] == "accepted"
+    exp: dict[str, Any] = {"smtp.auth.accepted": ok, "smtp.response.code": attempt["code"]}
+    method = attempt["method"]
+    if name.startswith("exim/"):
+        exp["smtp.auth.method"] = EXIM_NAMES[method] if attempt["code"] in (235, 535) else method
+        if attempt["code"] in (235, 535):  # server_set_id names the user in both
+            exp["smtp.auth.user"] = attempt["user"]
+    else:
+        exp["smtp.auth.method"] = method
+        # INFO logs LOGIN's first answer (the user); a PLAIN initial response only as params=AUTH
+        if level == "protocol" or method == "LOGIN":
+            exp["smtp.auth.user"] = attempt["user"]
+    return exp
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_every_attempt_is_one_auth_event_with_its_result(name: str) -> None:
+    result, truth = _run(name), _truth(name)
+    level = truth["settings"].get("log.level", "")
+    checked = 0
+    for conn in truth["connections"]:
+        span = _span_of(result, conn)
+        want = _proved(name, conn)
+        if span is None:  # Exim's default selectors: a login, then QUIT, writes nothing
+            assert name == "exim/auth-default" and not want, conn["name"]
+            continue
+        got = [e.attrs for e in span.events if e.name == "smtp.auth"]
+        assert len(got) == len(want), conn["name"]
+        # Exim proves a login by a later line, so its event may come after a later failure:
+        # compare as multisets of the attributes the truth settles
+        keys = ("smtp.auth.accepted", "smtp.response.code", "smtp.auth.method", "smtp.auth.user")
+        rows = sorted(json.dumps({k: e.get(k) for k in keys}, sort_keys=True) for e in got)
+        exp = sorted(json.dumps({k: _expected_event(name, a, level).get(k) for k in keys}, sort_keys=True)
+                     for a in want)
+        assert rows == exp, conn["name"]
+        for e in got:
+            if not e["smtp.auth.accepted"] and name != "haraka/auth-info":  # INFO: only lr= has a text
+                assert e["smtp.auth.reason"], conn["name"]
+            assert "set_id" not in e.get("smtp.auth.reason", "")  # the user is not repeated in free text
+        checked += len(got)
+        accepted = [a for a in want if a["result"] == "accepted"]
+        if accepted:  # a successful login stays on the span
+            first = _expected_event(name, accepted[0], level)
+            assert span.attrs["smtp.auth.method"] == first["smtp.auth.method"]
+            if "smtp.auth.user" in first:
+                assert span.attrs["smtp.auth.user"] == accepted[0]["user"]
+        else:
+            assert "smtp.auth.user" not in span.attrs and "smtp.auth.method" not in span.attrs
+    assert checked >= 8
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_auth_attempts_counter_adds_up_with_and_without_span_events(name: str) -> None:
+    truth, mta = _truth(name), SETS[name][1]
+    want = {"accepted": 0, "failed": 0}
+    for conn in truth["connections"]:
+        for a in _proved(name, conn):
+            want[a["result"]] += 1
+    assert want["accepted"] >= 3 and want["failed"] >= 5
+    result = _run(name)
+    got = {r: result.metric_total(f"{mta}.auth.attempts", {"smtp.auth.result": r}) for r in want}
+    assert got == want
+    # no span exported: the correlator builds no events, and Connection.auth must not change
+    main = FIX / name.split("/", maxsplit=1)[0] / SETS[name][0][0]
+    for span_events in (True, False):
+        grammar, corr = mtas.load(mta, CorrelateSettings(span_events=span_events))
+        framer = Framer(stream=0, clock=LocalClock("UTC"), year=YearGuess(2026), default_host="mx")
+        out: list[Any] = []
+        for line in main.read_text().splitlines():
+            rec = framer.frame(line, 0)
+            ev = grammar.parse(rec) if rec is not None else None
+            if ev is not None:
+                out += corr.feed(ev)
+        conns = [o for o in out + corr.finish() if isinstance(o, Connection)]
+        counted = {r: sum(c.auth.get(r, 0) for c in conns) for r in want}
+        assert counted == want, span_events
+        assert span_events or all(c.events == [] for c in conns)
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_redact_hash_hides_the_attempted_user(name: str) -> None:
+    plain, hashed = _run(name), _run(name, "hash")
+    users = {e.attrs["smtp.auth.user"] for s in plain.connections() for e in s.events
+             if e.name == "smtp.auth" and "smtp.auth.user" in e.attrs}
+    assert users  # the control: without redaction the users are there
+    seen = 0
+    for s in hashed.connections():
+        for value in [s.attrs.get("smtp.auth.user")] + [e.attrs.get("smtp.auth.user") for e in s.events]:
+            if value is not None:
+                assert value.startswith("h:") and value not in users
+                seen += 1
+        assert not any(u in json.dumps(e.attrs) for e in s.events for u in users)
+    assert seen >= len(users)
+
+
+def test_exim_never_exports_the_credentials_of_a_refused_auth_command() -> None:
+    """Exim quotes a refused AUTH command whole (`SMTP protocol error in "AUTH PLAIN <base64>"`)."""
+    raw = (FIX / "exim/auth.mainlog").read_text()
+    secret = next(w.rstrip('"') for w in raw.split() if w.startswith("AGFsaWNl"))  # \0alice@…\0password
+    for name in ("exim/auth", "exim/auth-default"):
+        for s in _run(name).connections():
+            text = json.dumps([s.attrs, [e.attrs for e in s.events], s.status_error], default=str)
+            assert secret not in text
+            assert "AUTH PLAIN" not in text or '"exim.command": "AUTH PLAIN"' in text
+
+
+def test_haraka_auth_data_lines_are_not_commands() -> None:
+    """At PROTOCOL the client's answers to 334 (base64 user and password) are AUTH data."""
+    for s in _run("haraka/auth-protocol").connections():
+        verbs = {k for k in s.attrs if k.startswith("smtp.command.") and not k.endswith(".ok")}
+        assert verbs <= {f"smtp.command.{v}" for v in ("ehlo", "auth", "mail", "rcpt", "data", "quit")}
