@@ -7,16 +7,19 @@ attempt the log proves is one ``smtp.auth`` event with the right result, method 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import OtlpHttpReceiver
 
 from maillog2otel import mtas
 from maillog2otel.config import build_settings
 from maillog2otel.correlate.base import CorrelateSettings
 from maillog2otel.framing import Framer, LocalClock, YearGuess
 from maillog2otel.records import Connection, SpanData
+from maillog2otel.runner import run_backfill
 from maillog2otel.testing import Result, run_pipeline
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures"
@@ -179,3 +182,29 @@ def test_haraka_auth_data_lines_are_not_commands() -> None:
     for s in _run("haraka/auth-protocol").connections():
         verbs = {k for k in s.attrs if k.startswith("smtp.command.") and not k.endswith(".ok")}
         assert verbs <= {f"smtp.command.{v}" for v in ("ehlo", "auth", "mail", "rcpt", "data", "quit")}
+
+
+_B64 = r"[A-Za-z0-9+/]{6,}={0,2}"
+_CLIENT_DATA = re.compile(rf'"AUTH \S+ ({_B64})"|\bAUTH PLAIN ({_B64})|params="?({_B64})"?(?=[\s,}}]|$)'
+                          rf"|\bC: ({_B64})(?: state=|$)", re.MULTILINE)
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_logs_never_export_the_clients_auth_data(name: str, otlp_http: OtlpHttpReceiver) -> None:
+    """--logs sends every line as a log record; the base64 the clients sent in AUTH exchanges
+    (PLAIN responses, LOGIN users and passwords), which Exim and Haraka write into their logs,
+    is replaced, at every --redact setting."""
+    files = [FIX / name.split("/", maxsplit=1)[0] / f for f in SETS[name][0]]
+    text = "\n".join(p.read_text() for p in files)
+    secrets = {v for m in _CLIENT_DATA.finditer(text) for v in m.groups() if v and v != "AUTH"}
+    assert len(secrets) >= (1 if name.startswith("exim/") else 4), secrets
+    for redact in ("none", "hash"):
+        settings = build_settings(env={"MAILLOG2OTEL_REDACT_KEY": "k"}, endpoint=otlp_http.endpoint,
+                                  timezone="UTC", hostname="mx", quiet=True, logs=True, redact=redact)
+        assert run_backfill([str(p) for p in files], settings) == 0
+        with otlp_http.received.lock:
+            data = b"\n".join(otlp_http.received.raw)
+            otlp_http.received.raw.clear()
+        assert b"[credentials]" in data and (b"authenticator failed" in data or b"delaying for" in data)
+        leaked = sorted(s for s in secrets if s.encode() in data)
+        assert not leaked, (redact, leaked)

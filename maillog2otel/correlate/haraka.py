@@ -379,6 +379,8 @@ class HarakaCorrelator:
             c.debug = True
         if retval != "CONT":
             c.hook_lines[hook] = c.hook_lines.get(hook, 0) + 1
+        if c.auth_secret and kv.get("params") == c.auth_secret:
+            ev.fields["secret"] = c.auth_secret
         if not c.protocol and auth_hook(kv):  # PROTOCOL: the C:/S: lines tell AUTH exactly
             info_step(c.auth, c.auth_failing, ts, kv.get("params", ""))
             c.auth_failing = False
@@ -427,8 +429,11 @@ class HarakaCorrelator:
             return  # queue/smtp_forward and other plugins' own SMTP clients
         c.protocol = True
         line = ev.fields["line"]
+        c.auth_secret = ""
         if c.auth_answer:  # AUTH data (a user, a password), not a command
             c.auth_answer = False
+            # --logs never exports it, nor the hook lines that repeat it (export.logs.hide_credentials)
+            ev.fields["secret"] = c.auth_secret = line
             if c.auth:
                 proto_answer(c.auth, line)
             c.last_cmd = "auth"

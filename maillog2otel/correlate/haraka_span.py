@@ -96,6 +96,7 @@ class Conn:
     auth: list[Attempt] = field(default_factory=list)  # AUTH attempts (haraka_auth)
     auth_failing: bool = False  # INFO: a "delaying for N seconds" line since the last AUTH step
     auth_answer: bool = False  # PROTOCOL: a 334 was sent, the client's next line is AUTH data
+    auth_secret: str = ""  # PROTOCOL: that line, until the next one (DEBUG hook lines repeat it)
 
 
 def build(c: Conn, verbose: bool, with_events: bool = True) -> list[Output]:
