@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import OtlpHttpReceiver
+from conftest import OtlpHttpReceiver, clean_env, run_cli
 
 from maillog2otel import mtas
 from maillog2otel.config import build_settings
@@ -208,3 +215,86 @@ def test_logs_never_export_the_clients_auth_data(name: str, otlp_http: OtlpHttpR
         assert b"[credentials]" in data and (b"authenticator failed" in data or b"delaying for" in data)
         leaked = sorted(s for s in secrets if s.encode() in data)
         assert not leaked, (redact, leaked)
+
+
+PROMETHEUS = shutil.which("prometheus")
+
+
+@pytest.mark.skipif(PROMETHEUS is None, reason="the Debian package prometheus is not installed "
+                    "(tests/run.sh installs it when run as root on Debian)")
+def test_a_real_prometheus_scrapes_the_auth_attempts(tmp_path: Path) -> None:
+    """--prometheus exposes N.auth.attempts as N_auth_attempts_total{smtp_auth_result}; a real
+    Prometheus scrapes it and gives back the truth file's totals."""
+    log = FIX / "exim" / "auth.mainlog"
+    truth = _truth("exim/auth")
+    want = {r: float(sum(a["result"] == r for c in truth["connections"] for a in c["auth"]))
+            for r in ("accepted", "failed")}
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    ours = subprocess.Popen([sys.executable, "-m", "maillog2otel", "backfill", "--timezone", "UTC",
+                             "--prometheus", f"127.0.0.1:{ports[0]}", "--exporter", "none", "--quiet",
+                             "--linger", "60", str(log)], env=clean_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    prom = None
+
+    def get(url: str) -> str:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:  # loopback only
+                return resp.read().decode()
+        except OSError:
+            return ""
+
+    def wait(pred: Any, what: str) -> Any:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            if got := pred():
+                return got
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    try:
+        lines = sum(1 for _ in log.open())
+        wait(lambda: f'maillog2otel_lines_total{{result="parsed"}} {lines}' in get(
+            f"http://127.0.0.1:{ports[0]}/metrics"), "the final values")
+        (tmp_path / "prometheus.yml").write_text(
+            "global: {scrape_interval: 1s, scrape_timeout: 1s}\n"
+            "scrape_configs:\n  - job_name: m2o\n"
+            f"    static_configs: [{{targets: ['127.0.0.1:{ports[0]}']}}]\n")
+        prom = subprocess.Popen([str(PROMETHEUS), f"--config.file={tmp_path / 'prometheus.yml'}",
+                                 f"--storage.tsdb.path={tmp_path / 'data'}",
+                                 f"--web.listen-address=127.0.0.1:{ports[1]}", "--log.level=warn"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        query = urllib.parse.urlencode({"query": 'exim_auth_attempts_total{job="m2o"}'})
+        results = wait(lambda: json.loads(get(f"http://127.0.0.1:{ports[1]}/api/v1/query?{query}")
+                                          or '{"data": {"result": []}}')["data"]["result"], "a scrape")
+        got = {r["metric"]["smtp_auth_result"]: float(r["value"][1]) for r in results}
+        assert got == want and want["accepted"] > 0 and want["failed"] > 0
+    finally:
+        for proc in (ours, prom):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(10)
+
+
+def test_console_shows_every_attempt_and_the_counter() -> None:
+    """The console exporter: one `auth` line per attempt under its connection, the counter in the
+    metrics block; with --redact hash no attempted user is printed."""
+    log = FIX / "haraka" / "auth-protocol.log"
+    truth = _truth("haraka/auth-protocol")
+    attempts = [a for c in truth["connections"] for a in c["auth"]]
+    users = {a["user"] for a in attempts}
+    proc = run_cli("backfill", "--timezone", "UTC", str(log))
+    out = proc.stdout.decode()
+    assert proc.returncode == 0
+    lines = [ln.split() for ln in out.splitlines() if ln.startswith("  auth     ")]
+    assert sorted((ln[1], ln[2], int(ln[3]), ln[4]) for ln in lines) == sorted(
+        (a["result"], a["method"], a["code"], a["user"]) for a in attempts)
+    n_ok = sum(a["result"] == "accepted" for a in attempts)
+    assert f"haraka.auth.attempts         accepted={n_ok} failed={len(attempts) - n_ok}" in out
+    env = clean_env()
+    env["MAILLOG2OTEL_REDACT_KEY"] = "k"
+    hashed = run_cli("backfill", "--timezone", "UTC", "--redact", "hash", str(log), env=env).stdout.decode()
+    assert hashed.count("  auth     ") == len(attempts) and not any(u in hashed for u in users)
