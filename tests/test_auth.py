@@ -298,3 +298,32 @@ def test_console_shows_every_attempt_and_the_counter() -> None:
     env["MAILLOG2OTEL_REDACT_KEY"] = "k"
     hashed = run_cli("backfill", "--timezone", "UTC", "--redact", "hash", str(log), env=env).stdout.decode()
     assert hashed.count("  auth     ") == len(attempts) and not any(u in hashed for u in users)
+
+
+@pytest.mark.parametrize("name", ["auth-info", "auth-protocol"])
+def test_haraka_restart_mid_exchange_changes_nothing(name: str) -> None:
+    """``tail`` saves the correlator's state and loads it on restart, also in the middle of an
+    AUTH exchange: the same events and counts as one uninterrupted run."""
+    lines = (FIX / "haraka" / f"{name}.log").read_text().splitlines()
+
+    def run(cut: int | None) -> list[Any]:
+        grammar, corr = mtas.load("haraka", CorrelateSettings())
+        framer = Framer(stream=0, clock=LocalClock("UTC"), year=YearGuess(2026), default_host="mx")
+        out: list[Any] = []
+        for i, line in enumerate(lines):
+            if i == cut:
+                state = json.loads(json.dumps(corr.save_state()))
+                grammar, corr = mtas.load("haraka", CorrelateSettings())
+                corr.load_state(state)
+            rec = framer.frame(line, 0)
+            ev = grammar.parse(rec) if rec is not None else None
+            if ev is not None:
+                out += corr.feed(ev)
+        return sorted((c.span_id, c.auth, [(e.name, e.ts_ns, sorted(e.attrs.items())) for e in c.events])
+                      for c in out + corr.finish() if isinstance(c, Connection))
+
+    whole = run(None)
+    assert sum(sum(auth.values()) for _, auth, _ in whole) >= 9
+    cuts = [i for i, line in enumerate(lines) if "auth" in line.lower() or "C: " in line]
+    for cut in cuts[:: max(1, len(cuts) // 40)]:
+        assert run(cut) == whole, cut
