@@ -327,3 +327,19 @@ def test_haraka_restart_mid_exchange_changes_nothing(name: str) -> None:
     cuts = [i for i, line in enumerate(lines) if "auth" in line.lower() or "C: " in line]
     for cut in cuts[:: max(1, len(cuts) // 40)]:
         assert run(cut) == whole, cut
+
+
+def test_haraka_info_without_disconnect_counts_only_what_is_proven(tmp_path: Path) -> None:
+    """At INFO an accepted login is proven only by `disconnect relay=Y`: with the log cut before the
+    disconnect the failures stay and the open attempt is left out, not guessed."""
+    truth = _truth("haraka/auth-info")
+    conn = next(c for c in truth["connections"] if c["name"] == "auth-several-failures")
+    lines = (FIX / "haraka" / "auth-info.log").read_text().splitlines()
+    mark = f"] [core] disconnect ip={conn['client_address']} "
+    disconnect = next(i for i, ln in enumerate(lines) if mark in ln)
+    (tmp_path / "cut.log").write_text("\n".join(lines[:disconnect]) + "\n")
+    result = run_pipeline([str(tmp_path / "cut.log")], timezone="UTC")
+    span = _span_of(result, conn)
+    assert span is not None and span.status_error == "log ended"
+    got = [e.attrs["smtp.auth.accepted"] for e in span.events if e.name == "smtp.auth"]
+    assert got == [False] * sum(a["result"] == "failed" for a in conn["auth"])

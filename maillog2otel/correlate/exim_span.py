@@ -252,7 +252,7 @@ def build_connection(s: Session, with_events: bool = True) -> Connection:
         events.sort(key=_order)
     end = max(s.end_ns or s.last_ns, start)
     c = Connection(MTA, s.host, s.trace_id, s.span_id, start, end, a, events, s.error, commands)
-    c.auth = dict(s.auth)
+    c.auth = s.auth  # the session is done with it
     # no open line and no D=: the span's length is not the session's, keep it out of the histogram
     c.duration_known = not s.synthetic or s.duration_s is not None
     return c

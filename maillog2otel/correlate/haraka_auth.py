@@ -103,7 +103,11 @@ def info_step(attempts: list[Attempt], failing: bool, ts: int, params: str) -> N
 
 
 def settle_info(attempts: list[Attempt], relay: bool | None, last_reject: str) -> None:
-    """Attempts the log left open: accepted when the connection relayed at the end (see above)."""
+    """Attempts the log left open: accepted when the connection relayed at the end (see above).
+    Without a ``disconnect`` line (the log ended, the connection expired) nothing settles them:
+    they are left out rather than guessed."""
+    if relay is None:
+        attempts[:] = [a for a in attempts if a.accepted is not None]
     for a in attempts:
         a.candidate = ""
         if a.accepted is None:
