@@ -343,3 +343,19 @@ def test_haraka_info_without_disconnect_counts_only_what_is_proven(tmp_path: Pat
     assert span is not None and span.status_error == "log ended"
     got = [e.attrs["smtp.auth.accepted"] for e in span.events if e.name == "smtp.auth"]
     assert got == [False] * sum(a["result"] == "failed" for a in conn["auth"])
+
+
+@pytest.mark.parametrize("name", ["exim/auth", "exim/auth-default"])
+def test_exim_auth_sets_reconcile_with_eximstats(name: str) -> None:
+    """eximstats (4.96) on the same log: AUTH failures are not rejections there, nor here; the one
+    RCPT rejection of an authenticated client is."""
+    stem = name.split("/")[1]
+    text = (FIX / "exim" / f"{stem}.eximstats.txt").read_text()
+    received = re.search(r"^\s*Received\s+\S+\s+(\d+)", text, re.M)
+    delivered = re.search(r"^\s*Delivered\s+\S+\s+(\d+)\s+(\d+)", text, re.M)
+    rejects = re.search(r"^\s*Rejects\s+(\d+)", text, re.M)
+    assert received and delivered and rejects
+    result = _run(name)
+    assert result.metric_total("exim.messages", {"smtp.result": "queued"}) == int(received[1])
+    assert result.metric_total("exim.messages", {"smtp.result": "delivered"}) == int(delivered[2])
+    assert result.metric_total("exim.messages", {"smtp.result": "rejected"}) == int(rejects[1]) == 1
