@@ -211,6 +211,9 @@ RULES: list[Rule] = [
                                           r"|connection error: (?:(?! ip=).)*", "how"), KV), ("client",)),
     Rule("client_has_disconnected", lit("client has disconnected"), ("client",)),
     Rule("tls_secured", seq("secured", opt(":"), " ", KV_REQ), ("secured",)),
+    # auth_base (auth/flat_file and the other auth/* plugins): a failed AUTH, answered 535 after the delay
+    Rule("auth_delay", seq("delaying for ", rx(r"\d+(?:\.\d+)?", "delay_s", as_float), " seconds"),
+         ("delaying",)),
     Rule("data_problem", rx(r"Client sent bare line-feed.*|Incoming message (?:exceeded max size|had too many"
                             r" Received headers|reached maximum parsing limit).*", "problem"),
          ("Client", "Incoming")),

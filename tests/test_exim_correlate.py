@@ -343,11 +343,12 @@ def _outputs(lines: list[str], split: int | None) -> list[tuple]:
             out.extend(corr.feed(ev))
     out.extend(corr.finish())
     return [(type(o).__name__, o.trace_id, getattr(o, "span_id", None), getattr(o, "start_ns", None),
-             getattr(o, "attrs", None), [(e.name, e.ts_ns, e.attrs) for e in getattr(o, "events", [])])
+             getattr(o, "attrs", None), [(e.name, e.ts_ns, e.attrs) for e in getattr(o, "events", [])],
+             getattr(o, "auth", None))
             for o in out if isinstance(o, (Connection, Delivery))]
 
 
-@pytest.mark.parametrize("name", ["default", "rich"])
+@pytest.mark.parametrize("name", ["default", "rich", "auth", "auth-default"])
 def test_restart_from_saved_state_changes_nothing(name: str) -> None:
     lines = (FIX / f"{name}.mainlog").read_text().splitlines()
     whole = _outputs(lines, None)

@@ -36,6 +36,20 @@ _LOCAL_SMTP = re.compile(r"local-e?smtp")  # -bs: SMTP over a pipe (not -bS batc
 _TLS_PROTO = re.compile(r"(?:utf8)?(?:e?smtpsa?|e?ssmtpa?)")
 _CLOSE = {"by QUIT": "quit", "by EOF": "eof", "by DROP in ACL": "drop_acl"}
 _ADDR_IN_TEXT = re.compile(r"\[(?P<ip>[^\]\s]+)\](?::(?P<port>\d+))?")
+# smtp_in.c: the replies to an AUTH command Exim refuses before any authenticator runs
+_AUTH_REFUSAL = {"AUTH command used when not advertised": 503, "already authenticated": 503,
+                 "not permitted in mail transaction": 503,
+                 "invalid character in authentication mechanism name": 501}
+_SET_ID = re.compile(r" \(set_id=(?P<user>[^)]*)\)")
+# an AUTH command as Exim quotes it (protocol errors, dropped calls) carries the client's initial
+# response, base64 credentials: only the mechanism is kept
+_AUTH_DATA = re.compile(r'(?i)(?<="AUTH )(\S+) [^"]+(?=")')
+
+
+def _hide_auth_data(text: str) -> str:
+    return _AUTH_DATA.sub(r"\1 …", text) if "AUTH " in text.upper() else text
+
+
 # globals.c acl_wherecodes: a deny answers 550 except at these commands; a defer answers 451
 _DENY_CODE = {"AUTH": 503, "ETRN": 458, "VRFY": 252, "ATRN": 450}
 # Lines that also go to the reject log (LOG_REJECT): the copies to drop when both logs are read.
@@ -409,6 +423,7 @@ class EximCorrelator:
         tags = f["tags"]
         s = self._session_of(ev, create=True) or self._partial(ev, f.get("host"), f.get("user"))
         s.command_list = tags.get("C", "")
+        self._auth(s, tags, ev.record.ts_ns)
         if isinstance(tags.get("I"), dict) and "server.address" not in s.attrs:
             s.attrs["server.address"] = tags["I"].get("address")
         quit_ = "QUIT" in s.command_list.split(",")
@@ -420,7 +435,8 @@ class EximCorrelator:
         tags = {**f.get("tags", {}), **f.get("tags2", {})}
         s = self._session_of(ev, create=True)
         if rule in ("call_dropped", "dropped_by_acl"):
-            out.append(Count(MTA, ev.record.host, ev.record.ts_ns, "rejected", reason=f.get("reason")))
+            out.append(Count(MTA, ev.record.host, ev.record.ts_ns, "rejected",
+                             reason=_hide_auth_data(f.get("reason") or "") or None))
             self.entry[ev.record.stream] = (s, None)
         if s is None:
             return
@@ -429,7 +445,7 @@ class EximCorrelator:
                                                  f"{f.get('detail', '')}".strip()),
             "command_timeout": ("timeout", "SMTP command timeout"),
             "data_timeout": ("data_timeout", "SMTP data timeout (message abandoned)"),
-            "call_dropped": ("dropped", f"SMTP call dropped: {f.get('reason', '')}"),
+            "call_dropped": ("dropped", f"SMTP call dropped: {_hide_auth_data(f.get('reason', ''))}"),
             "dropped_by_acl": ("drop_acl", f"dropped by {f.get('reason', '')}"),
         }[rule]
         if rule == "data_timeout" and "F" in tags:
@@ -489,7 +505,11 @@ class EximCorrelator:
                 txn.data_ns = txn.data_ns or ts
         elif stage == "HELO":
             self._count(s, "ehlo")
-        self._auth(s, tags)
+        elif stage == "AUTH":  # the AUTH ACL refused it: an attempt that failed
+            self._count(s, "auth")
+            self._auth_attempt(s, ts, False, (f.get("argument") or "").split(" ", 1)[0] or None, None, code,
+                               None, f.get("reason"))
+        self._auth(s, tags, ts)
         s.events.append(SpanEvent("smtp.reject", ts, attrs))
         self.entry[ev.record.stream] = (s, txn)
 
@@ -531,25 +551,75 @@ class EximCorrelator:
             s.events.append(SpanEvent("smtp.reset_transaction", ts, {}))
 
     def _auth_failed(self, ev: Event, out: list[Output]) -> None:
+        """``<authenticator> authenticator failed for <host>: 535 Incorrect authentication data
+        (set_id=<user>)``: the reply as sent, the attempted user when ``server_set_id`` names one."""
         f = ev.fields
         s = self._session_of(ev, create=True)
         self.entry[ev.record.stream] = (s, None)
         if s is None:
             return
-        m = REPLY.search(f.get("reason", ""))
-        attrs: dict[str, Any] = {"smtp.auth.accepted": False, "smtp.auth.method": f["authenticator"],
-                                 "smtp.auth.reason": f.get("reason", "")}
-        if m:
-            attrs["smtp.response.code"] = int(m["code"])
-        s.events.append(SpanEvent("smtp.auth", ev.record.ts_ns, attrs))
+        reason = f.get("reason", "")
+        user = None
+        if (m := _SET_ID.search(reason)) is not None:
+            user = m["user"] or None
+            reason = reason[:m.start()] + reason[m.end():]  # the user goes to smtp.auth.user only
+        code = enhanced = None
+        if (m := REPLY.search(reason)) is not None:
+            code, enhanced = int(m["code"]), m["enh"]
+            reason = reason[m.end():].strip()
         self._count(s, "auth")
+        self._auth_attempt(s, ev.record.ts_ns, False, f["authenticator"], user, code, enhanced, reason)
+
+    def _auth_attempt(self, s: Session, ts: int, accepted: bool, method: str | None, user: str | None,
+                      code: int | None, enhanced: str | None = None, reason: str | None = None,
+                      inferred: bool = False) -> None:
+        """One AUTH attempt: counted always, an ``smtp.auth`` event when span events are made."""
+        result = "accepted" if accepted else "failed"
+        s.auth[result] = s.auth.get(result, 0) + 1
+        if not self.s.span_events:
+            return
+        attrs: dict[str, Any] = {"smtp.auth.accepted": accepted}
+        if method:
+            attrs["smtp.auth.method"] = method
+        if code is not None:
+            attrs["smtp.response.code"] = code
+        if enhanced:
+            attrs["smtp.response.enhanced_code"] = enhanced
+        if user:
+            attrs["smtp.auth.user"] = user
+        if reason:
+            attrs["smtp.auth.reason"] = reason
+        if inferred:
+            attrs["smtp.event.inferred"] = True
+        if accepted:
+            s.auth_event = len(s.events)
+        s.events.append(SpanEvent("smtp.auth", ts, attrs))
 
     def _protocol_error(self, ev: Event, out: list[Output]) -> None:
         s = self._session_of(ev, create=True)
-        if s is not None:
-            f = ev.fields
-            s.events.append(SpanEvent("smtp.protocol_error", ev.record.ts_ns, {
-                "exim.error.kind": f["kind"], "exim.command": f["command"][1:-1], "exim.error": f["reason"]}))
+        if s is None:
+            return
+        f, ts = ev.fields, ev.record.ts_ns
+        command = f["command"][1:-1]
+        if command[:5].upper() in ("AUTH", "AUTH "):
+            self._auth_refused(s, ts, command, f["reason"])
+            command = " ".join(command.split(" ", 2)[:2])  # without the credentials
+        s.events.append(SpanEvent("smtp.protocol_error", ts, {
+            "exim.error.kind": f["kind"], "exim.command": command, "exim.error": f["reason"]}))
+
+    def _auth_refused(self, s: Session, ts: int, command: str, reason: str) -> None:
+        """An AUTH command refused before an authenticator ran (``SMTP protocol error in "AUTH …"``)."""
+        mechanism = command.split(" ", 2)[1] if " " in command else None
+        code = _AUTH_REFUSAL.get(reason)
+        if code is None and reason.endswith(" authentication mechanism not supported"):
+            code = 504
+        if code is None:
+            return  # not one of smtp_in.c's AUTH refusals
+        if reason == "already authenticated" and not s.auth.get("accepted"):
+            # an earlier AUTH succeeded; which authenticator and user, a later A= may tell
+            self._auth_attempt(s, ts, True, None, None, 235, inferred=True)
+        self._count(s, "auth")
+        self._auth_attempt(s, ts, False, mechanism, None, code, None, reason)
 
     def _session_note(self, ev: Event, out: list[Output]) -> None:
         s = self._session_of(ev, create=True)
@@ -562,12 +632,24 @@ class EximCorrelator:
         """A command a rejection line proves that no transaction accounts for."""
         s.attrs[f"exim.extra.{command}"] = s.attrs.get(f"exim.extra.{command}", 0) + 1
 
-    def _auth(self, s: Session, tags: dict[str, Any]) -> None:
-        if "A" in tags:
-            method, _, who = str(tags["A"]).partition(":")
-            s.attrs["smtp.auth.method"] = method
-            if who:
-                s.attrs["smtp.auth.user"] = who.split(":")[0]
+    def _auth(self, s: Session, tags: dict[str, Any], ts: int) -> None:
+        """``A=<authenticator>[:<id>]`` (on ``<=``, RCPT/DATA rejections and ``no MAIL``): the
+        session's login succeeded. Exim writes no line when it happens, so the first line that
+        shows it is the accepted attempt's event (inferred; Exim's reply to it is always 235)."""
+        if "A" not in tags:
+            return
+        method, _, who = str(tags["A"]).partition(":")
+        user = who.split(":")[0] or None
+        s.attrs["smtp.auth.method"] = method
+        if user:
+            s.attrs["smtp.auth.user"] = user
+        if not s.auth.get("accepted"):
+            self._auth_attempt(s, ts, True, method, user, 235, inferred=True)
+        elif s.auth_event is not None and s.auth_event < len(s.events):
+            attrs = s.events[s.auth_event].attrs  # proved earlier by "already authenticated"
+            attrs.setdefault("smtp.auth.method", method)
+            if user:
+                attrs.setdefault("smtp.auth.user", user)
 
     def _envelope(self, ev: Event, out: list[Output]) -> None:
         s, txn = self.entry.get(ev.record.stream, (None, None))
@@ -616,7 +698,7 @@ class EximCorrelator:
                 if "ssmtp" in proto:
                     s.attrs["exim.tls_on_connect"] = True
             if "A" in tags:
-                self._auth(s, tags)
+                self._auth(s, tags, rec.ts_ns)
         elif parent is not None:
             msg.origin, msg.parent_msgid = "bounce", parent
             pm = self.book.table.get((rec.host, parent))

@@ -76,6 +76,8 @@ class Session:
     duration_s: float | None = None  # D= when Exim logged it
     closed: bool = False
     emitted: bool = False  # its span is out: deliveries need not wait for it (stitching)
+    auth: dict[str, int] = field(default_factory=dict)  # AUTH attempts by result (Connection.auth)
+    auth_event: int | None = None  # index in events of the accepted login's smtp.auth event
 
     def txn(self, ts: int, mail_from: str | None = None, proved: bool = False) -> Txn:
         """The transaction in progress, or a new one."""
@@ -250,6 +252,7 @@ def build_connection(s: Session, with_events: bool = True) -> Connection:
         events.sort(key=_order)
     end = max(s.end_ns or s.last_ns, start)
     c = Connection(MTA, s.host, s.trace_id, s.span_id, start, end, a, events, s.error, commands)
+    c.auth = s.auth  # the session is done with it
     # no open line and no D=: the span's length is not the session's, keep it out of the histogram
     c.duration_known = not s.synthetic or s.duration_s is not None
     return c

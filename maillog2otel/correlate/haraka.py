@@ -25,6 +25,14 @@ from typing import Any
 
 from maillog2otel.correlate import haraka_state
 from maillog2otel.correlate.base import CorrelateSettings, Grace, Stats, Table
+from maillog2otel.correlate.haraka_auth import (
+    Attempt,
+    auth_hook,
+    info_step,
+    proto_answer,
+    proto_command,
+    proto_reply,
+)
 from maillog2otel.correlate.haraka_outbound import Item, Message, Outbound
 from maillog2otel.correlate.haraka_span import (
     MTA,
@@ -70,6 +78,7 @@ class HarakaCorrelator:
             "client_gone": self._client_gone, "tls_secured": self._tls, "haproxy": self._haproxy,
             "protocol_client": self._client_line, "protocol_server": self._server_line,
             "running_hooks": self._running, "data_problem": self._data_problem,
+            "auth_delay": self._auth_delay,
         }
 
     # --- pipeline interface --------------------------------------------------------------------
@@ -196,7 +205,7 @@ class HarakaCorrelator:
             "windows": self.outbound.windows, "verbose": sorted(self.verbose)})
 
     def load_state(self, state: dict[str, Any]) -> None:
-        st = haraka_state.load(state, {c.__name__: c for c in (Conn, Txn, Rcpt, Message, Item)})
+        st = haraka_state.load(state, {c.__name__: c for c in (Conn, Txn, Rcpt, Message, Item, Attempt)})
         self.now_ns = st.get("now_ns", 0)
         self.stats.counts.update(st.get("stats", {}))
         self.held = st.get("held", {})
@@ -370,6 +379,11 @@ class HarakaCorrelator:
             c.debug = True
         if retval != "CONT":
             c.hook_lines[hook] = c.hook_lines.get(hook, 0) + 1
+        if c.auth_secret and kv.get("params") == c.auth_secret:
+            ev.fields["secret"] = c.auth_secret
+        if not c.protocol and auth_hook(kv):  # PROTOCOL: the C:/S: lines tell AUTH exactly
+            info_step(c.auth, c.auth_failing, ts, kv.get("params", ""))
+            c.auth_failing = False
         t = self._txn(c, ev)
         if hook in ("helo", "ehlo") and c.debug_helos and not c.debug_helos[-1][1]:
             c.debug_helos[-1][1] = kv.get("params", "")
@@ -384,6 +398,11 @@ class HarakaCorrelator:
             refuse(c.events, out, c.host, ts, stage=hook.upper(), code=REPLY[retval],
                     reason=kv.get("msg", ""))
             c.events[-1].attrs["haraka.plugin"] = kv.get("plugin", "")
+
+    def _auth_delay(self, ev: Event, out: list[Output]) -> None:
+        """``[auth/…] delaying for N seconds``: the AUTH step being answered failed (535)."""
+        if (c := self._conn(ev)) is not None and not c.protocol:
+            c.auth_failing = True
 
     def _running(self, ev: Event, out: list[Output]) -> None:
         if (c := self._conn(ev)) is None:
@@ -410,10 +429,21 @@ class HarakaCorrelator:
             return  # queue/smtp_forward and other plugins' own SMTP clients
         c.protocol = True
         line = ev.fields["line"]
+        c.auth_secret = ""
+        if c.auth_answer:  # AUTH data (a user, a password), not a command
+            c.auth_answer = False
+            # --logs never exports it, nor the hook lines that repeat it (export.logs.hide_credentials)
+            ev.fields["secret"] = c.auth_secret = line
+            if c.auth:
+                proto_answer(c.auth, line)
+            c.last_cmd = "auth"
+            return
         verb = line.split(" ", 1)[0].lower()
         c.commands.setdefault(verb, [0, 0])[0] += 1
         c.last_cmd = verb
-        if verb in ("helo", "ehlo"):
+        if verb == "auth":
+            proto_command(c.auth, ev.record.ts_ns, line)
+        elif verb in ("helo", "ehlo"):
             c.helos.append([verb, line.partition(" ")[2].strip(), ev.record.ts_ns, None])
         elif verb == "data" and (t := self._txn(c, ev)) is not None:
             t.data_ns = ev.record.ts_ns
@@ -425,6 +455,11 @@ class HarakaCorrelator:
         c.last_cmd = None
         if verb is None:
             return
+        if verb == "auth" and c.auth:
+            if code == 334:  # a challenge: the exchange goes on
+                c.auth_answer = True
+                return
+            proto_reply(c.auth, ev.record.ts_ns, code, text)
         if code < 400 and verb in c.commands:
             c.commands[verb][1] += 1
         t = self._txn(c, ev)

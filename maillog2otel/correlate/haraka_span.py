@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
 
+from maillog2otel.correlate.haraka_auth import Attempt, auth_events, settle_info
 from maillog2otel.records import Connection, Count, MessageDone, Output, SpanEvent
 
 MTA = "haraka"
@@ -92,6 +93,10 @@ class Conn:
     tls_ns: int | None = None
     stream: str = ""  # host|stream: what level that log is written at
     debug_helos: list[list[Any]] = field(default_factory=list)  # DEBUG: running helo/ehlo hooks
+    auth: list[Attempt] = field(default_factory=list)  # AUTH attempts (haraka_auth)
+    auth_failing: bool = False  # INFO: a "delaying for N seconds" line since the last AUTH step
+    auth_answer: bool = False  # PROTOCOL: a 334 was sent, the client's next line is AUTH data
+    auth_secret: str = ""  # PROTOCOL: that line, until the next one (DEBUG hook lines repeat it)
 
 
 def build(c: Conn, verbose: bool, with_events: bool = True) -> list[Output]:
@@ -124,16 +129,21 @@ def build(c: Conn, verbose: bool, with_events: bool = True) -> list[Output]:
     if c.inferred_ts and d.get("time"):  # no times in the log: the connection's own clock
         end = c.start_ns + int(float(d["time"]) * NS)
     hooks = _hooks(c, d, relaying, verdicts)
+    if c.auth and not c.protocol:
+        settle_info(c.auth, relaying, d.get("lr", ""))
     if not with_events:
-        return [Connection(MTA, c.host, c.trace_id, c.span_id, c.start_ns, end, c.attrs, [], c.error, hooks),
-                *out]
+        conn = Connection(MTA, c.host, c.trace_id, c.span_id, c.start_ns, end, c.attrs, [], c.error, hooks)
+        conn.auth = auth_events(c.auth, None, None)
+        return [conn, *out]
     attrs = _attrs(c, d)
+    auth = auth_events(c.auth, events, attrs)
     attrs["smtp.transactions"] = sum(1 for t in txns if t.mail_from is not None
                                      and (t.mail_reply or REPLY.get(t.mail_code, 250)) < 400)
     attrs["smtp.messages_queued"] = transactions
     events.sort(key=_ts_ns)
-    return [Connection(MTA, c.host, c.trace_id, c.span_id, c.start_ns, end, attrs, events, c.error, hooks),
-            *out]
+    conn = Connection(MTA, c.host, c.trace_id, c.span_id, c.start_ns, end, attrs, events, c.error, hooks)
+    conn.auth = auth
+    return [conn, *out]
 
 
 def _txn_counts(c: Conn, t: Txn, verdicts: list[tuple[Rcpt, bool | None, int | None, str]],

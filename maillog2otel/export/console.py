@@ -110,6 +110,12 @@ class ConsoleSpans:
                     w(f"  message  {qid}{_message_detail(c, qid)}\n")
                     for d in [d for d in t.deliveries if d.attrs.get("smtp.queue_id") == qid]:
                         w(_delivery_line(d))
+                elif e.name == "smtp.auth":  # one line per attempt: a guesser's tries stay visible
+                    ea = e.attrs
+                    parts = ["accepted" if ea.get("smtp.auth.accepted") else "failed",
+                             ea.get("smtp.auth.method", ""), ea.get("smtp.response.code", ""),
+                             ea.get("smtp.auth.user", ""), ea.get("smtp.auth.reason", "")]
+                    w("  auth     " + " ".join(str(x) for x in parts if x != "") + "\n")
                 elif e.name == "smtp.reject":
                     ea = e.attrs
                     w(f"  reject   {ea.get('smtp.reject.stage', '')} {ea.get('smtp.response.code', '')} "

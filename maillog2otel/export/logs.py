@@ -56,6 +56,38 @@ _POSTFIX_RX = re.compile(r"(?:[0-9A-Za-z]+: )?(warning|error|fatal|panic): ")
 _HARAKA_RX = re.compile(r'\[([A-Z]+)\] |\{"level":"([a-zA-Z]+)"|level=([A-Za-z]+) ')
 
 
+# Credentials some MTAs write at their normal levels: Exim quotes a refused AUTH command whole
+# (`SMTP protocol error in "AUTH PLAIN <base64>"`), Haraka logs each step of an AUTH exchange with
+# the client's base64 answer (`hook=unrecognized_command plugin=auth/… params=<user or password>`)
+# and at PROTOCOL the exchange itself (`C: AUTH PLAIN <base64>`; the answers to 334 and, at
+# DEBUG, every plugin's hook line that repeats one: the correlator names those in
+# ``Event.fields["secret"]``). Never exported, whatever --redact says.
+_CREDENTIALS = re.compile(
+    r'(?i)(?<="AUTH )(\S+) [^"]+(?=")'  # Exim
+    r"|(?<=plugin=auth/)(\S+ function=\S+ params=)(?!AUTH )(?:\"[^\"]*\"|\S+)"  # Haraka INFO
+    r'|(?<="plugin":"auth/)([^"]*".*?"params":)"(?!AUTH")[^"]*"'  # Haraka json
+    r'|(?<=\bC: AUTH )(\S+) (?!state=\d)[^\s"]+')  # Haraka PROTOCOL
+HIDDEN = "[credentials]"
+
+
+def hide_credentials(body: str, ev: Event | None) -> str:
+    if ev is not None and (secret := ev.fields.get("secret")):
+        return body.replace(secret, HIDDEN)
+    if "AUTH" not in body and "auth/" not in body:
+        return body
+    return _CREDENTIALS.sub(_hide, body)
+
+
+def _hide(m: re.Match[str]) -> str:
+    if m.group(1) is not None:
+        return f"{m.group(1)} {HIDDEN}"
+    if m.group(2) is not None:
+        return f"{m.group(2)}{HIDDEN}"
+    if m.group(3) is not None:
+        return f'{m.group(3)}"{HIDDEN}"'
+    return f"{m.group(4)} {HIDDEN}"
+
+
 def severity(rec: Record, mta: str | None) -> tuple[int, str]:
     """(OTLP severity number, text) from what the line itself says; INFO when it says nothing."""
     msg = rec.message
@@ -215,7 +247,7 @@ class LineExporter:
 
     def _build(self, rec: Record, ev: Event | None, mta: str) -> tuple[tuple[str, str], logs_pb2.LogRecord]:
         number, text = severity(rec, mta)
-        body = rec.message
+        body = hide_credentials(rec.message, ev)
         if self.redactor is not None:
             body = self.redactor.log_line(body)
         attrs: dict[str, Any] = {"host.name": rec.host, "process.executable.name": rec.program,
