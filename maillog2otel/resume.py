@@ -172,14 +172,15 @@ class Reader:
         warn_untimed(paths[-1], untimed, timed)
 
 
-_COUNTERS = [f.name for f in fields(Counters) if f.name not in ("by_program", "shapes")]
+# known_rules is filled by check only, which keeps no state
+_COUNTERS = [f.name for f in fields(Counters) if f.name not in ("by_program", "shapes", "known_rules")]
 _SOURCE_STATS = ("lines", "bytes", "oversized", "invalid_utf8")
 
 
 def save_counters(c: Counters, stats: SourceStats) -> dict[str, Any]:
     """The summary's counts so far, so a resumed run's summary covers both runs."""
     return {**{k: getattr(c, k) for k in _COUNTERS},
-            "by_program": [[mta, prog, ok, bad] for (mta, prog), (ok, bad) in c.by_program.items()],
+            "by_program": [[mta, prog, *counts] for (mta, prog), counts in c.by_program.items()],
             "input": {k: getattr(stats, k) for k in _SOURCE_STATS}}
 
 
@@ -187,8 +188,8 @@ def load_counters(c: Counters, stats: SourceStats, saved: dict[str, Any]) -> Non
     for k in _COUNTERS:
         if k in saved:
             setattr(c, k, saved[k])
-    for mta, prog, ok, bad in saved.get("by_program", []):
-        c.by_program[(mta, prog)] = [ok, bad]
+    for mta, prog, *counts in saved.get("by_program", []):
+        c.by_program[(mta, prog)] = counts  # [understood, known, unparsed]
     for k, v in saved.get("input", {}).items():
         if k in _SOURCE_STATS:
             setattr(stats, k, v)
