@@ -7,6 +7,7 @@ import sys
 import time
 
 from maillog2otel import ops as ops_mod
+from maillog2otel import parallel
 from maillog2otel.config import Settings
 from maillog2otel.export.base import ExportError, Sink, make_sinks
 from maillog2otel.export.encode import Resources
@@ -52,24 +53,34 @@ def _total_bytes(paths: list[str]) -> int:
 
 
 def run_backfill(paths: list[str], settings: Settings, *, grammars_dir: str | None = None,
-                 sinks: tuple[Sink, Sink] | None = None, linger_s: float = 0.0) -> int:
+                 sinks: tuple[Sink, Sink] | None = None, linger_s: float = 0.0, jobs: int | None = 1) -> int:
+    """``jobs``: processes (maillog2otel.parallel), None for ``auto``; sinks given run in this one."""
     for p in paths:
         try:
             check_readable(p)
         except SourceError as exc:
             sys.stderr.write(f"maillog2otel: {exc}\n")
             return 1
-    if sinks is None:
+    jobs = parallel.choose_jobs(jobs, settings, _total_bytes(paths)) if sinks is None else 1
+    if sinks is not None:
+        span_sink, metric_sink = sinks
+    elif jobs > 1:
+        span_sink, metric_sink = parallel.remote_sinks()
+    else:
         span_sink, metric_sink = make_sinks(settings.traces, settings.metrics, _resources(settings),
                                             budget_s=settings.retry_budget_s)
+    if jobs > 1:  # the export stage in a second process; the same output
+        pipeline: Pipeline = parallel.RemotePipeline(
+            settings, span_sink, metric_sink, grammars_dir=grammars_dir,  # type: ignore[arg-type]
+            resources=_resources(settings))
     else:
-        span_sink, metric_sink = sinks
-    pipeline = Pipeline(settings, span_sink, metric_sink, grammars_dir=grammars_dir)
+        pipeline = Pipeline(settings, span_sink, metric_sink, grammars_dir=grammars_dir)
     try:  # --logs, --prometheus (maillog2otel.ops)
         ops = ops_mod.attach(pipeline, settings, _resources(settings), mode="backfill", sources=paths,
                              budget_s=settings.retry_budget_s)
     except OSError as exc:
         sys.stderr.write(f"maillog2otel: {exc}\n")
+        _stop_export(pipeline)
         return 1
     stats = SourceStats()
     progress = Progress(_total_bytes(paths), not settings.quiet)
@@ -94,6 +105,8 @@ def run_backfill(paths: list[str], settings: Settings, *, grammars_dir: str | No
         sys.stderr.write(f"maillog2otel: {exc}\n")
         ops.abort(str(exc))
         code = 1
+    finally:
+        _stop_export(pipeline)
     progress.done()
     for err in stats.errors:
         sys.stderr.write(f"maillog2otel: {err}\n")
@@ -101,6 +114,12 @@ def run_backfill(paths: list[str], settings: Settings, *, grammars_dir: str | No
     if not settings.quiet:
         _summary(pipeline, stats, span_sink, metric_sink, time.monotonic() - started, ops)
     return code
+
+
+def _stop_export(pipeline: Pipeline) -> None:
+    """With --jobs 2: the export process ends (at once, after an error) when the run does."""
+    if isinstance(pipeline, parallel.RemotePipeline):
+        pipeline.close()
 
 
 def _summary(p: Pipeline, stats: SourceStats, span_sink: Sink, metric_sink: Sink, elapsed: float,
