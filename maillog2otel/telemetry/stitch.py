@@ -15,6 +15,7 @@ and nothing changes.
 from __future__ import annotations
 
 import heapq
+import json
 from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -100,6 +101,8 @@ class Stitcher:
         self.children: OrderedDict[bytes, list[tuple[int, SpanData]]] = OrderedDict()
         self.max_child_wait_ns = 3600 * NS
         self.stats = StitchStats()
+        # id(span) -> (span, trace ID, parent span ID, JSON text) of held spans: see save_state
+        self.saved_json: dict[int, tuple[SpanData, bytes, bytes | None, str]] = {}
 
     def _trace(self, trace_id: bytes) -> bytes:
         seen = 0
@@ -233,12 +236,24 @@ def _span_from(d: dict) -> SpanData:
 
 
 def save_state(st: Stitcher) -> dict:
+    """A live tail saves this about four times a second, and a held span is in several saves: each
+    is written as JSON text once (``"spanj"``) and reused while its trace and parent stay the same
+    (the only fields of a held span that change: adoption into another hop's trace). A string is
+    ≈3× cheaper for the state file's encoder than the same data as a dict."""
     hold = []
+    cache, kept = st.saved_json, {}
     for due, item in st.hold:
         if isinstance(item, MessageDone):
             hold.append([due, "done", [item.mta, item.host, item.trace_id.hex(), item.ts_ns]])
-        else:
-            hold.append([due, "span", _span_state(item)])
+            continue
+        entry = cache.get(id(item))
+        if entry is None or entry[0] is not item or entry[1] != item.trace_id \
+                or entry[2] != item.parent_span_id:
+            text = json.dumps(_span_state(item), separators=(",", ":"), ensure_ascii=False)
+            entry = (item, item.trace_id, item.parent_span_id, text)
+        kept[id(item)] = entry
+        hold.append([due, "spanj", entry[3]])
+    st.saved_json = kept
     return {"hold": hold,
             "next_hop": [[q, ts, t.hex(), s.hex()] for q, (ts, t, s) in st.next_hop.items()],
             "sent": [[q, ts, t.hex(), s.hex()] for q, (ts, t, s) in st.sent.items()],
@@ -252,7 +267,7 @@ def load_state(st: Stitcher, state: dict) -> None:
         if kind == "done":
             st.hold.append((due, MessageDone(raw[0], raw[1], bytes.fromhex(raw[2]), raw[3])))
             continue
-        span = _span_from(raw)
+        span = _span_from(json.loads(raw) if kind == "spanj" else raw)
         st.hold.append((due, span))
         if span.kind == SERVER and span.parent_span_id is None:
             for qid in _queue_ids(span):
