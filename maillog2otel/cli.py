@@ -117,7 +117,8 @@ def backfill(
         "scrape sees the final values.")] = 0.0,
     jobs: Annotated[str, typer.Option(
         "--jobs", help="Processes: 1, 2 (spans and metrics built, encoded and sent by a second process) "
-        "or auto (2 on a multi-core machine for inputs over 64 MB). The output is the same for any value.")
+        "or auto (2 when a second core is idle and the input is over 64 MB). The output is the same for any "
+        "value.")
     ] = "auto",
 ) -> None:
     """Read logs to the end and export their traces and metrics with the logs' own timestamps.

@@ -76,15 +76,20 @@ def parse_jobs(value: str) -> int | None:
 def choose_jobs(requested: int | None, settings: Settings, total_bytes: int) -> int:
     """How many processes a backfill uses: 1 or 2 (see the module docstring for why not more).
 
-    ``auto`` takes the second process only where it pays: at least two usable cores, an input
-    large enough to amortise starting it, and something to export. ``--prometheus`` serves the
+    ``auto`` takes the second process only where it pays: at least two usable cores of which one
+    is idle (by the load average), an input large enough to amortise starting it, and something
+    to export. ``--prometheus`` serves the
     metric series from the main process, so it keeps the export there too."""
     if getattr(settings, "prometheus", None):
         return 1
     if settings.traces.exporter == "none" and settings.metrics.exporter == "none":
         return 1  # nothing after the correlator worth a process
     if requested is None:
-        return 2 if cpus() >= 2 and total_bytes >= AUTO_MIN_BYTES else 1
+        n = cpus()
+        # a second process only pays on a core nobody else is using: on a busy machine the two
+        # halves compete for one core and the pickling between them is pure cost
+        idle = n - os.getloadavg()[0] if hasattr(os, "getloadavg") else n
+        return 2 if n >= 2 and idle >= 1.0 and total_bytes >= AUTO_MIN_BYTES else 1
     return min(requested, 2)
 
 
