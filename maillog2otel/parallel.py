@@ -140,7 +140,6 @@ class RemotePipeline(Pipeline):
         self.remote_spans, self.remote_metrics = span_sink, metric_sink
         self.aggregator = _ForwardingAggregator(self, self.aggregator.interval_ns)
         self._ops: list[tuple] = []
-        self._done = False
         self._buf = io.BytesIO()
         self._reducers = _reducers()
         # fork where there is one: the child starts in milliseconds with the modules loaded; it is
@@ -208,7 +207,6 @@ class RemotePipeline(Pipeline):
         with contextlib.suppress(EOFError, OSError):
             if self._recv_result.poll(30):
                 reply = self._recv_result.recv()
-        self._done = True
         self._proc.join(5)
         if reply[0] == "error":
             kind, text = reply[1], reply[2]
@@ -227,13 +225,11 @@ class RemotePipeline(Pipeline):
             self._raise_from_child()
             return
         if reply[0] != "done":
-            self._done = True
             kind, text = reply[1], reply[2]
             if kind == "ExportError":
                 raise ExportError(text)
             raise RuntimeError(f"export process: {kind}: {text}")
         self.remote_spans.stats, self.remote_metrics.stats = reply[1], reply[2]
-        self._done = True
         self._proc.join(30)
 
     def close(self) -> None:
