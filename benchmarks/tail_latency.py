@@ -17,6 +17,8 @@ line to the arrival of its ``smtp.connection`` span, and prints p50/p90/p99/max.
 ``generate.py``) in their order with the current time in place of their stamps; a connection is
 then known by the client address and port of its ``disconnect`` line (the first one, when a port
 repeats). ``--profile FILE`` runs the tail under cProfile (CPU time) and saves the stats there.
+``tail_cpu_s`` is the tail process's own CPU time, its ≈1 s of start-up included; a tail that falls
+behind reads in bigger batches and pays less per line than one that keeps up.
 
 Everything is on 127.0.0.1. The floor is the correlator's grace: a closed session waits 2 s of log
 time for its trailing lines, and log time moves with the lines (or, when quiet, with the wall clock
