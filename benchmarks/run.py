@@ -173,7 +173,8 @@ def m2o_supports(mta: str) -> tuple[bool, str]:
     return True, ""
 
 
-def tools_for(mta: str, path: Path, endpoint: str | None, year: int) -> list[Tool]:
+def tools_for(mta: str, path: Path, endpoint: str | None, year: int,
+              jobs: tuple[int, ...] = ()) -> list[Tool]:
     tools: list[Tool] = []
     ok, why = m2o_supports(mta)
     m2o = [PY, "-m", "maillog2otel", "backfill", "--mta", mta, "--year", str(year), "--timezone", "UTC"]
@@ -183,6 +184,8 @@ def tools_for(mta: str, path: Path, endpoint: str | None, year: int) -> list[Too
         ("m2o full", ["--traces", "--metrics"], True),
         ("m2o metrics", ["--no-traces", "--metrics"], True),
         ("m2o parse", ["--exporter", "none"], False),
+        # --jobs N: the full run with that many processes (the rows above use the default, auto)
+        *((f"m2o full j{n}", ["--traces", "--metrics", "--jobs", str(n)], True) for n in jobs),
     ):
         if not ok:
             tools.append(Tool(name, None, why, "m2o"))
@@ -719,6 +722,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=generate.DEFAULT_SEED)
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per tool run (then it is killed)")
     ap.add_argument("--json", type=Path, help="also write every result as JSON to this file")
+    ap.add_argument("--jobs", help="comma list, e.g. 1,2: also run 'm2o full jN' = full with --jobs N")
     ap.add_argument(
         "--rev",
         help="measure maillog2otel as committed at this git revision (e.g. HEAD) rather "
@@ -785,7 +789,8 @@ def main(argv: list[str] | None = None) -> int:
                     path = a.file.resolve()
                 else:
                     path, meta = generate.ensure(mta, n, seed=a.seed, sets=sets)
-                tools = tools_for(mta, path, sink.endpoint if sink else None, meta.get("year", 2026))
+                tools = tools_for(mta, path, sink.endpoint if sink else None, meta.get("year", 2026),
+                                  tuple(int(j) for j in a.jobs.split(",")) if a.jobs else ())
                 if only:
                     tools = [t for t in tools if t.name in only]
                 warm(path)

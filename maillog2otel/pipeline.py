@@ -117,7 +117,9 @@ class Pipeline:
         self._routes: dict[tuple[str, str, str | None], tuple | None] = {}  # see _route
         self._pending_spans: list = []
         # spans wait here briefly: one trace across mail hops
-        self.stitcher = Stitcher(window_ns=2 * NS, server_window_ns=0) if live else Stitcher()
+        # live: link tables bounded tighter, as the tail writes them whole at every checkpoint
+        self.stitcher = Stitcher(window_ns=2 * NS, server_window_ns=0, max_entries=20_000) if live \
+            else Stitcher()
 
     # --- per line ----------------------------------------------------------------------
 

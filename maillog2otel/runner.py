@@ -10,6 +10,7 @@ import threading
 import time
 
 from maillog2otel import ops as ops_mod
+from maillog2otel import parallel
 from maillog2otel.config import Settings
 from maillog2otel.export.base import ExportError, Sink, make_sinks
 from maillog2otel.export.encode import Resources
@@ -99,9 +100,10 @@ def _state_path(paths: list[str], settings: Settings, state: str | None, use_sta
 def run_backfill(paths: list[str], settings: Settings, *, grammars_dir: str | None = None,
                  sinks: tuple[Sink, Sink] | None = None, linger_s: float = 0.0, state: str | None = None,
                  use_state: bool | None = None, checkpoint_s: float = CHECKPOINT_S,
-                 checkpoint_items: int = CHECKPOINT_ITEMS) -> int:
+                 checkpoint_items: int = CHECKPOINT_ITEMS, jobs: int | None = 1) -> int:
     """Read ``paths`` to the end and export. The collector is waited out (``retry_budget_s`` < 0)
-    or given a deadline; with a state file (``maillog2otel.resume``) a stopped run continues."""
+    or given a deadline; with a state file (``maillog2otel.resume``) a stopped run continues.
+    ``jobs``: processes (maillog2otel.parallel), None for ``auto``; sinks given run in this one."""
     for p in paths:
         try:
             check_readable(p)
@@ -113,20 +115,34 @@ def run_backfill(paths: list[str], settings: Settings, *, grammars_dir: str | No
         return 2
     state_path = _state_path(paths, settings, state, use_state, sinks)
     progress = Progress(_total_bytes(paths), not settings.quiet)
-    if sinks is None:
+    if state_path is not None and jobs is not None and jobs > 1:
+        # the export process would hold the stitcher's and metrics' state, which a checkpoint saves
+        sys.stderr.write("maillog2otel: --jobs 2 keeps no resume state: running as one process "
+                         "(--no-state to use a second process)\n")
+    jobs = 1 if sinks is not None or state_path is not None else \
+        parallel.choose_jobs(jobs, settings, _total_bytes(paths))
+    if sinks is not None:
+        span_sink, metric_sink = sinks
+    elif jobs > 1:
+        span_sink, metric_sink = parallel.remote_sinks()
+    else:
         span_sink, metric_sink = make_sinks(settings.traces, settings.metrics, _resources(settings),
                                             budget_s=settings.retry_budget_s, on_wait=progress.waiting)
-    else:
-        span_sink, metric_sink = sinks
     if state_path is not None:
         return _Resumable(paths, settings, span_sink, metric_sink, state_path, progress, grammars_dir,
                           linger_s, checkpoint_s, checkpoint_items).run()
-    pipeline = Pipeline(settings, span_sink, metric_sink, grammars_dir=grammars_dir)
+    if jobs > 1:  # the export stage in a second process; the same output
+        pipeline: Pipeline = parallel.RemotePipeline(
+            settings, span_sink, metric_sink, grammars_dir=grammars_dir,  # type: ignore[arg-type]
+            resources=_resources(settings))
+    else:
+        pipeline = Pipeline(settings, span_sink, metric_sink, grammars_dir=grammars_dir)
     try:  # --logs, --prometheus (maillog2otel.ops)
         ops = ops_mod.attach(pipeline, settings, _resources(settings), mode="backfill", sources=paths,
                              budget_s=settings.retry_budget_s)
     except OSError as exc:
         sys.stderr.write(f"maillog2otel: {exc}\n")
+        _stop_export(pipeline)
         return 1
     stats = SourceStats()
     started = time.monotonic()
@@ -154,6 +170,8 @@ def run_backfill(paths: list[str], settings: Settings, *, grammars_dir: str | No
         sys.stderr.write(f"maillog2otel: {exc}\n")
         ops.abort(str(exc))
         code = 1
+    finally:
+        _stop_export(pipeline)
     progress.done()
     for err in stats.errors:
         sys.stderr.write(f"maillog2otel: {err}\n")
@@ -370,6 +388,12 @@ class _Resumable:
             extra.append(f"lost      {rejected:,} spans and points rejected by the collector (not retried)")
         _summary(self.pipeline, self.stats, self.spans, self.metrics, elapsed,  # type: ignore[arg-type]
                  self.ops, exported=exported, lines_before=self.before.get("lines", 0), extra=extra)
+
+
+def _stop_export(pipeline: Pipeline) -> None:
+    """With --jobs 2: the export process ends (at once, after an error) when the run does."""
+    if isinstance(pipeline, parallel.RemotePipeline):
+        pipeline.close()
 
 
 def _summary(p: Pipeline, stats: SourceStats, span_sink: Sink, metric_sink: Sink, elapsed: float,

@@ -789,6 +789,7 @@ class Tailer:
         self.lock = statefile.StateLock(options.state_path)
         self._last_cycle = 0.0
         self._last_tick = 0.0
+        self._next_cycle = 0.0
         self._old_handlers: dict[int, Any] = {}
 
     # --- setup -----------------------------------------------------------------------------
@@ -921,7 +922,7 @@ class Tailer:
         if self.stop.is_set():
             return
         for _changes in watchfiles.watch(
-                *dirs, watch_filter=wanted, debounce=200, step=20,
+                *dirs, watch_filter=wanted, debounce=100, step=20,
                 rust_timeout=max(50, int(self.opts.cycle_s * 500)), yield_on_timeout=True,
                 recursive=False, stop_event=self.stop, force_polling=self.opts.force_polling,
                 raise_interrupt=False, poll_delay_ms=100 if self.opts.force_polling else 300):
@@ -935,6 +936,7 @@ class Tailer:
         if hup:
             log.warning("SIGHUP: reopening the followed files")
         wall = time.time_ns()
+        n = 0
         for f in self.followers:
             framer = self.framers[f.path]
             framer.now_ns = wall
@@ -942,6 +944,12 @@ class Tailer:
                 self._line(framer, text, offset)
                 if self.stop.is_set():
                     return
+                n += 1
+                if not n & 0xFF:
+                    # a backlog (a burst, or lines written faster than one read keeps up with) is
+                    # read to its end before the loop wakes again: export and checkpoint on time
+                    # meanwhile, or every span of the burst waits for its end
+                    self._maybe_cycle()
 
     def _line(self, framer: Framer, text: str, offset: int) -> None:
         self.lines += 1
@@ -999,7 +1007,7 @@ class Tailer:
     def _maybe_cycle(self, force: bool = False) -> None:
         """Every ``cycle_s``: advance log time, then export and checkpoint if anything changed."""
         mono = time.monotonic()
-        if not force and mono - self._last_tick < self.opts.cycle_s * 0.8:
+        if not force and (mono - self._last_tick < self.opts.cycle_s * 0.8 or mono < self._next_cycle):
             return
         self._last_tick = mono
         if self.clock.log_ns:  # no log time before the first line
@@ -1011,7 +1019,9 @@ class Tailer:
             self._checkpoint()
 
     def _checkpoint(self) -> None:
+        started = time.monotonic()
         snapshot = self.pipeline.save_state()  # also hands pending spans to the buffers
+        took = time.monotonic() - started
         blocked = time.monotonic_ns()
         self.spans.flush()
         self.metrics.flush()
@@ -1028,10 +1038,17 @@ class Tailer:
         }
         if self.stdin:
             doc["stdin"] = {"cursor": self.cursor}
+        written = time.monotonic()
         self.state_bytes = statefile.save(self.opts.state_path, doc)
         self.checkpoints += 1
         self.dirty = False
         self._last_cycle = time.monotonic()
+        # the state is built and written whole (and fsync'ed): when it has grown large (a high line
+        # rate keeps many spans in the stitcher's tables), the next cycle waits so that writing it
+        # takes at most a quarter of the time and reading keeps up (an export that waited for the
+        # collector does not count: that wait is not ours to shorten)
+        took += self._last_cycle - written
+        self._next_cycle = self._last_cycle + min(3 * took, 2.0)
 
     # --- report ----------------------------------------------------------------------------------
 

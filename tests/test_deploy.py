@@ -45,3 +45,17 @@ def test_collector_example_has_the_three_pipelines() -> None:
     doc = yaml.safe_load((ROOT / "deploy" / "otel-collector.yaml").read_text())
     assert set(doc["service"]["pipelines"]) == {"traces", "metrics", "logs"}
     assert {"otlp/jaeger", "otlp/tempo"} <= set(doc["service"]["pipelines"]["traces"]["exporters"])
+
+
+def test_gateway_example_wires_what_it_declares() -> None:
+    """docs/scaling.md's gateway: three pipelines, and every component a pipeline names is declared."""
+    yaml = pytest.importorskip("yaml")
+    doc = yaml.safe_load((ROOT / "deploy" / "otel-collector-gateway.yaml").read_text())
+    pipelines = doc["service"]["pipelines"]
+    assert set(pipelines) == {"traces", "metrics", "logs"}
+    for p in pipelines.values():
+        assert set(p["receivers"]) <= set(doc["receivers"])
+        assert set(p["processors"]) <= set(doc["processors"])
+        assert set(p["exporters"]) <= set(doc["exporters"])
+    assert set(doc["service"]["extensions"]) <= set(doc["extensions"])
+    assert doc["receivers"]["otlp"]["protocols"]["http"]["endpoint"].endswith(":4318")
