@@ -1,0 +1,108 @@
+"""Which modules run compiled (Cython, built by setup.py from the same ``.py`` sources) and which
+run as pure Python; and ``MAILLOG2OTEL_PURE=1``, which makes one install run the pure ones.
+
+This module is read by ``setup.py`` too (as a file, before the package is installed): ``HOT`` is
+the one list of what the compiled build compiles.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+PURE_ENV = "MAILLOG2OTEL_PURE"
+
+# the modules on the per-line path (benchmarks/README.md, "compiled build": what each one gave)
+HOT: tuple[str, ...] = (
+    "maillog2otel.framing",
+    "maillog2otel.parse",
+    "maillog2otel.records",
+    "maillog2otel.pipeline",
+    "maillog2otel.sources",
+    "maillog2otel.grammars.common",
+    "maillog2otel.grammars.postfix",
+    "maillog2otel.grammars.exim",
+    "maillog2otel.grammars.haraka",
+    "maillog2otel.correlate.base",
+    "maillog2otel.correlate.postfix",
+    "maillog2otel.correlate.exim",
+    "maillog2otel.correlate.exim_messages",
+    "maillog2otel.correlate.exim_span",
+    "maillog2otel.correlate.haraka",
+    "maillog2otel.correlate.haraka_outbound",
+    "maillog2otel.correlate.haraka_span",
+    "maillog2otel.correlate.haraka_state",
+    "maillog2otel.telemetry.ids",
+    "maillog2otel.telemetry.spans",
+    "maillog2otel.telemetry.metrics",
+    "maillog2otel.telemetry.stitch",
+    "maillog2otel.export.encode",
+)
+
+
+def source_of(module: str) -> str:
+    """The source file of a HOT module, relative to the repository (grammars/ installs as
+    maillog2otel.grammars)."""
+    parts = module.split(".")
+    if parts[:2] == ["maillog2otel", "grammars"]:
+        parts = parts[1:]
+    return "/".join(parts) + ".py"
+
+
+def pure_requested() -> bool:
+    return os.environ.get(PURE_ENV, "").strip().lower() not in ("", "0", "no", "false")
+
+
+class _PureFinder(importlib.abc.MetaPathFinder):
+    """Finds this package's modules as their ``.py`` files even when a compiled module sits beside
+    them (the import system would prefer the extension)."""
+
+    def find_spec(self, fullname: str, path: object = None, target: ModuleType | None = None
+                  ) -> importlib.machinery.ModuleSpec | None:
+        if not fullname.startswith("maillog2otel.") or not path:
+            return None
+        leaf = fullname.rpartition(".")[2]
+        for directory in path:  # type: ignore[attr-defined]  # the parent package's __path__
+            candidate = Path(directory, leaf + ".py")
+            if candidate.is_file():
+                return importlib.util.spec_from_file_location(fullname, candidate)
+        return None
+
+
+def install_pure_finder() -> None:
+    """Put the pure finder first (idempotent); called by the package's ``__init__`` when asked."""
+    if not any(isinstance(f, _PureFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _PureFinder())
+
+
+def is_compiled(module: ModuleType) -> bool:
+    return not (getattr(module, "__file__", None) or "").endswith(".py")
+
+
+def report() -> dict[str, list[str]]:
+    """HOT modules by how they run now: {"compiled": […], "pure": […]} (imports them)."""
+    out: dict[str, list[str]] = {"compiled": [], "pure": []}
+    for name in HOT:
+        mod = importlib.import_module(name)
+        out["compiled" if is_compiled(mod) else "pure"].append(name)
+    return out
+
+
+def describe() -> str:
+    """One line for ``--version``: compiled, pure, or which part of each."""
+    got = report()
+    compiled, pure = got["compiled"], got["pure"]
+    short = [n.removeprefix("maillog2otel.") for n in pure]
+    if not compiled:
+        why = f" ({PURE_ENV} is set)" if pure_requested() else ""
+        return f"pure Python{why}: no compiled modules"
+    if not pure:
+        return f"compiled (Cython): all {len(compiled)} hot modules"
+    return (f"partly compiled (Cython): {len(compiled)} of {len(HOT)} hot modules; pure: "
+            + ", ".join(short))

@@ -1,0 +1,74 @@
+"""The optional compiled build (issue 12): the hot modules compiled by Cython from the same ``.py``
+sources (pure-Python mode), where a C compiler, Python's headers and Cython exist.
+
+Everything else is in ``pyproject.toml``. An install never fails because of this file: without
+Cython, or when a module does not compile or link, that module stays pure Python (the ``.py``
+next to it is installed either way) and the build says so on stderr. ``maillog2otel --version``
+tells which modules run compiled; ``MAILLOG2OTEL_PURE=1`` runs the pure ones of the same install.
+
+``MAILLOG2OTEL_BUILD=pure`` skips the compiled build altogether.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+# The modules to compile: maillog2otel/compiled.py's HOT, read as a file (the package is not
+# importable before it is installed); what each one pays is in benchmarks/README.md.
+_HERE = Path(__file__).resolve().parent
+_compiled = runpy.run_path(str(_HERE / "maillog2otel" / "compiled.py"))
+HOT = [(name, _compiled["source_of"](name)) for name in _compiled["HOT"]]
+
+# Python semantics kept exactly: annotations are documentation, not C types (a ``float`` annotation
+# would otherwise become a C double, an ``int`` one an exact-int check); the pure and the compiled
+# modules must give byte-identical output (tests/test_compiled.py).
+DIRECTIVES = {"language_level": 3, "annotation_typing": False, "binding": True,
+              "embedsignature": False, "always_allow_keywords": True}
+
+
+def _say(msg: str) -> None:
+    print(f"maillog2otel setup: {msg}", file=sys.stderr)
+
+
+class OptionalBuildExt(build_ext):
+    """build_ext whose failures leave the pure module in place instead of failing the install."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # noqa: BLE001 - no compiler or headers: pure Python install
+            _say(f"compiled modules not built ({exc}); installing pure Python")
+
+    def build_extension(self, ext) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as exc:  # noqa: BLE001 - this module stays pure Python
+            _say(f"{ext.name} not compiled ({exc}); it stays pure Python")
+
+
+def _extensions() -> list:
+    if os.environ.get("MAILLOG2OTEL_BUILD", "").lower() == "pure":
+        _say("MAILLOG2OTEL_BUILD=pure: no compiled modules")
+        return []
+    try:
+        from Cython.Build import cythonize
+        from setuptools import Extension
+    except ImportError:
+        _say("Cython is not available: installing pure Python")
+        return []
+    exts = [Extension(name, [src], extra_compile_args=["-O2"]) for name, src in HOT]
+    try:
+        return cythonize(exts, compiler_directives=DIRECTIVES, quiet=True,
+                         build_dir="build/cython", nthreads=0)
+    except Exception as exc:  # noqa: BLE001 - a module Cython cannot translate: all stay pure
+        _say(f"Cython failed ({exc}); installing pure Python")
+        return []
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt})
