@@ -39,6 +39,11 @@ def _say(msg: str) -> None:
 class OptionalBuildExt(build_ext):
     """build_ext whose failures leave the pure module in place instead of failing the install."""
 
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        if self.parallel is None:  # one compiler per core: 23 modules take minutes one by one
+            self.parallel = os.cpu_count() or 1
+
     def run(self) -> None:
         try:
             super().run()
@@ -64,11 +69,17 @@ def _extensions() -> list:
         return []
     exts = [Extension(name, [src], extra_compile_args=["-O2"]) for name, src in HOT]
     try:
-        return cythonize(exts, compiler_directives=DIRECTIVES, quiet=True,
-                         build_dir="build/cython", nthreads=0)
+        built = cythonize(exts, compiler_directives=DIRECTIVES, quiet=True, build_dir="build/cython")
     except Exception as exc:  # noqa: BLE001 - a module Cython cannot translate: all stay pure
         _say(f"Cython failed ({exc}); installing pure Python")
         return []
+    # which source each compiled module is built from: the package runs a module's .py instead of
+    # a compiled module built from another source (maillog2otel/compiled.py, _SourceFinder)
+    sources = {name: _compiled["source_hash"](_HERE / src) for name, src in HOT}
+    (_HERE / "maillog2otel" / "_build_info.py").write_text(
+        '"""Written by setup.py: the sha256 of the source of each compiled module."""\n\n'
+        f"SOURCES = {sources!r}\n")
+    return built
 
 
 setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt})

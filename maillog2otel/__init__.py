@@ -4,9 +4,11 @@ import os as _os
 
 __version__ = "0.1.0"
 
-# MAILLOG2OTEL_PURE=1: run the pure-Python modules even where compiled ones are installed beside
-# them (one install tests both; see maillog2otel/compiled.py). Must act before any other import.
-if _os.environ.get("MAILLOG2OTEL_PURE", "").strip().lower() not in ("", "0", "no", "false"):
-    from maillog2otel.compiled import install_pure_finder as _install
+# Before any other import of the package: MAILLOG2OTEL_PURE=1 runs the pure-Python modules even
+# where compiled ones are installed beside them (one install tests both), and a compiled module
+# built from another source than its .py (an edited editable install) is not used. Only when
+# something was compiled: a pure install pays nothing for it.
+if any(_n.endswith((".so", ".pyd")) for _n in _os.listdir(_os.path.dirname(__file__))):
+    from maillog2otel.compiled import install_finder as _install
 
     _install()

@@ -7,6 +7,7 @@ the one list of what the compiled build compiles.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -46,6 +47,9 @@ HOT: tuple[str, ...] = (
 )
 
 
+_HOT_SET = frozenset(HOT)
+
+
 def source_of(module: str) -> str:
     """The source file of a HOT module, relative to the repository (grammars/ installs as
     maillog2otel.grammars)."""
@@ -59,26 +63,57 @@ def pure_requested() -> bool:
     return os.environ.get(PURE_ENV, "").strip().lower() not in ("", "0", "no", "false")
 
 
-class _PureFinder(importlib.abc.MetaPathFinder):
-    """Finds this package's modules as their ``.py`` files even when a compiled module sits beside
-    them (the import system would prefer the extension)."""
+def source_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _built_from() -> dict[str, str]:
+    """module -> sha256 of the source its compiled module was built from (setup.py writes it)."""
+    try:
+        from maillog2otel import _build_info  # type: ignore[attr-defined]
+    except ImportError:
+        return {}
+    return dict(getattr(_build_info, "SOURCES", {}))
+
+
+class _SourceFinder(importlib.abc.MetaPathFinder):
+    """Finds this package's HOT modules as their ``.py`` files where a compiled module sits beside
+    them (the import system would prefer the extension) and either every module is to run pure
+    (``MAILLOG2OTEL_PURE``) or the compiled one was built from another source: an editable install
+    whose ``.py`` was edited after the build runs the edit, not the stale build."""
+
+    def __init__(self, pure: bool) -> None:
+        self.pure = pure
+        self.built_from = {} if pure else _built_from()
+        self.stale: list[str] = []
 
     def find_spec(self, fullname: str, path: object = None, target: ModuleType | None = None
                   ) -> importlib.machinery.ModuleSpec | None:
-        if not fullname.startswith("maillog2otel.") or not path:
+        if fullname not in _HOT_SET or not path:
             return None
         leaf = fullname.rpartition(".")[2]
         for directory in path:  # type: ignore[attr-defined]  # the parent package's __path__
             candidate = Path(directory, leaf + ".py")
             if candidate.is_file():
+                if not self.pure:
+                    compiled = any(Path(directory).glob(leaf + ".*.so")) or any(
+                        Path(directory).glob(leaf + ".*.pyd"))
+                    if not compiled or self.built_from.get(fullname) == source_hash(candidate):
+                        return None  # the compiled module is current (or there is none)
+                    self.stale.append(fullname)
                 return importlib.util.spec_from_file_location(fullname, candidate)
         return None
 
 
-def install_pure_finder() -> None:
-    """Put the pure finder first (idempotent); called by the package's ``__init__`` when asked."""
-    if not any(isinstance(f, _PureFinder) for f in sys.meta_path):
-        sys.meta_path.insert(0, _PureFinder())
+def install_finder() -> None:
+    """Put the source finder first (idempotent); the package's ``__init__`` calls it."""
+    if not any(isinstance(f, _SourceFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _SourceFinder(pure_requested()))
+
+
+def stale_modules() -> list[str]:
+    """HOT modules run from their source because their compiled module was built from another."""
+    return [n for f in sys.meta_path if isinstance(f, _SourceFinder) for n in f.stale]
 
 
 def is_compiled(module: ModuleType) -> bool:
@@ -99,6 +134,10 @@ def describe() -> str:
     got = report()
     compiled, pure = got["compiled"], got["pure"]
     short = [n.removeprefix("maillog2otel.") for n in pure]
+    stale = stale_modules()
+    if stale:
+        short = [f"{n} (compiled from an older source)" if f"maillog2otel.{n}" in stale else n
+                 for n in short]
     if not compiled:
         why = f" ({PURE_ENV} is set)" if pure_requested() else ""
         return f"pure Python{why}: no compiled modules"
