@@ -55,6 +55,13 @@ class OptionalBuildExt(build_ext):
             super().build_extension(ext)
         except Exception as exc:  # noqa: BLE001 - this module stays pure Python
             _say(f"{ext.name} not compiled ({exc}); it stays pure Python")
+            # nor may an earlier build of it stay beside the source: _build_info.py already names
+            # the new source, so the package would take the old build for a current one
+            src = _HERE / _compiled["source_of"](ext.name)
+            for old in [*src.parent.glob(src.stem + ".*.so"), *src.parent.glob(src.stem + ".*.pyd"),
+                        Path(self.get_ext_fullpath(ext.name))]:
+                if old.is_file():
+                    old.unlink()
 
 
 def _extensions() -> list:
