@@ -136,7 +136,7 @@ def describe() -> str:
     short = [n.removeprefix("maillog2otel.") for n in pure]
     stale = stale_modules()
     if stale:
-        short = [f"{n} (compiled from an older source)" if f"maillog2otel.{n}" in stale else n
+        short = [f"{n} (its build is of another source)" if f"maillog2otel.{n}" in stale else n
                  for n in short]
     if not compiled:
         why = f" ({PURE_ENV} is set)" if pure_requested() else ""

@@ -115,6 +115,21 @@ def test_the_pure_switch_runs_the_sources() -> None:
 
 
 @needs_build
+def test_a_build_of_another_source_is_not_used() -> None:
+    """An editable install whose ``.py`` changed after the build imports the ``.py``: a finder
+    that knows no build's source (as after an edit) finds each compiled HOT module as its source."""
+    from maillog2otel.compiled import _SourceFinder
+
+    finder = _SourceFinder(pure=False)
+    finder.built_from = {}
+    for name in COMPILED:
+        parent = importlib.import_module(name.rpartition(".")[0])
+        spec = finder.find_spec(name, list(parent.__path__))
+        assert spec is not None and spec.origin and spec.origin.endswith(".py"), name
+    assert finder.stale == COMPILED
+
+
+@needs_build
 def test_version_names_the_compiled_build() -> None:
     out = run_cli("--version", env={k: v for k, v in clean_env().items() if k != PURE_ENV}).stdout.decode()
     assert "compiled (Cython)" in out, out
