@@ -78,7 +78,9 @@ def _ops(logs: bool | None, redact: str | None, redact_clients: str | None, reda
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"maillog2otel {__version__}")
+        from maillog2otel.compiled import describe
+
+        typer.echo(f"maillog2otel {__version__}\n{describe()}")
         raise typer.Exit()
 
 

@@ -699,6 +699,13 @@ class PostfixCorrelator:
         kv: dict[str, str] = f["kv"]
         rcpt = f["rcpt_to"]
         msg.rcpts[rcpt] = result
+        if not self.s.span_events:  # metrics only: no span, so none of its attributes (metrics read
+            # the host, result and time); the IDs stay, for --logs' records
+            self.client_tls.pop((rec.host, f.get("instance", "postfix"), rec.pid or 0), None)
+            span = self._delivery_span(msg, ev, rcpt, result, rec.ts_ns, {})
+            ev.ctx = (span.trace_id, span.span_id)
+            out.append(span)
+            return
         text = f.get("status_text", "")
         if text.startswith("(") and text.endswith(")"):
             text = text[1:-1]
