@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from maillog2otel.config import Settings
-from maillog2otel.export.base import ExportError, SinkStats
+from maillog2otel.export.base import ExportError, NullSink
 from maillog2otel.pipeline import Pipeline
 from maillog2otel.records import Connection, Count, Delivery, MessageDone, Output, SpanEvent
 from maillog2otel.telemetry.metrics import Aggregator
@@ -105,26 +105,14 @@ class _ForwardingAggregator(Aggregator):
         self.owner.op((_SOURCE, host, mta))
 
 
-class _RemoteSink:
+class _RemoteSink(NullSink):
     """Stands in for a sink in the main process; the export process fills ``stats`` at the end."""
-
-    def __init__(self) -> None:
-        self.stats = SinkStats()
 
     def spans(self, spans: list) -> None:
         raise AssertionError("spans are built in the export process")
 
     def metrics(self, data: list) -> None:
         raise AssertionError("metric points are built in the export process")
-
-    def hint(self, done: object) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def remote_sinks() -> tuple[_RemoteSink, _RemoteSink]:

@@ -12,7 +12,7 @@ import time
 from maillog2otel import ops as ops_mod
 from maillog2otel import parallel
 from maillog2otel.config import Settings
-from maillog2otel.export.base import ExportError, Sink, make_sinks
+from maillog2otel.export.base import ExportError, NullSink, Sink, make_sinks
 from maillog2otel.export.encode import Resources
 from maillog2otel.pipeline import Pipeline, backfill_records
 from maillog2otel.sources import SourceError, SourceStats, check_readable, group_streams
@@ -421,13 +421,11 @@ def _summary(p: Pipeline, stats: SourceStats, span_sink: Sink, metric_sink: Sink
     sys.stderr.write("".join(f"maillog2otel: {line}\n" for line in lines))
 
 
-class _CountingSink:
+class _CountingSink(NullSink):
     """``check``'s span sink: spans are built (so the counts are a backfill's) and counted per MTA."""
 
     def __init__(self) -> None:
-        from maillog2otel.export.base import SinkStats
-
-        self.stats = SinkStats()
+        super().__init__()
         self.by_mta: dict[str, dict[str, int]] = {}
 
     def spans(self, spans: list) -> None:
@@ -437,15 +435,6 @@ class _CountingSink:
             d[s.name] = d.get(s.name, 0) + 1
 
     def metrics(self, data: list) -> None:
-        pass
-
-    def hint(self, done: object) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
         pass
 
 
