@@ -466,3 +466,45 @@ def test_postscreen_state_survives_a_restart(tmp_path: Path) -> None:
     out = [o for ev in events_[2:] for o in second.feed(ev)] + second.finish()  # type: ignore[arg-type]
     [conn] = [o for o in out if hasattr(o, "span_id") and getattr(o, "mta", "") == "postfix"]
     assert conn.start_ns == 1 * NS and conn.attrs["postfix.postscreen.verdict"] == "PASS NEW"
+
+
+
+# smtpd serves client after client in one process, and Postfix logs no client port unless
+# smtpd_client_port_logging = yes (default no): one client connecting twice to one smtpd in one
+# second gives connect lines that differ in nothing but their place in the log (real Postfix 3.7,
+# fixtures/postfix/no-port-logging.log lines 10-24, shortened).
+D, C = "Nov 22 02:59:43 mx postfix/smtpd[9798]: ", "unknown[127.0.0.3]"
+SAME_SECOND = [
+    f"{D}connect from {C}",
+    f"{D}7C9D2160026: client={C}",
+    "Nov 22 02:59:43 mx postfix/cleanup[9803]: 7C9D2160026: message-id=<two-1@client3.example>",
+    "Nov 22 02:59:43 mx postfix/qmgr[9735]: 7C9D2160026: from=<dave@client3.example>, size=402, "
+    "nrcpt=1 (queue active)",
+    f"{D}disconnect from {C} ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5",
+    "Nov 22 02:59:43 mx postfix/local[9804]: 7C9D2160026: to=<alice@local.test>, relay=local, "
+    "delay=0.02, delays=0.02/0.01/0/0, dsn=2.0.0, status=sent (delivered to mailbox)",
+    "Nov 22 02:59:43 mx postfix/qmgr[9735]: 7C9D2160026: removed",
+    f"{D}connect from {C}",
+    f"{D}C7756160026: client={C}",
+    f"{D}disconnect from {C} ehlo=1 mail=1 rcpt=1 rset=1 quit=1 commands=5",
+    f"{D}connect from {C}",
+    f"{D}lost connection after EHLO from {C}",
+    f"{D}disconnect from {C} ehlo=1 commands=1",
+]
+
+
+def test_one_client_twice_in_one_second_to_one_smtpd_is_two_connections(tmp_path: Path) -> None:
+    from maillog2otel.telemetry.ids import ids_for
+
+    (tmp_path / "mail.log").write_text("\n".join(SAME_SECOND) + "\n")
+    runs = [run_pipeline([str(tmp_path / "mail.log")], timezone="UTC", year=2025) for _ in range(2)]
+    conns = sorted(runs[0].connections(), key=lambda s: s.start_ns)
+    assert len(conns) == 3
+    assert len({s.span_id for s in runs[0].spans}) == len(runs[0].spans)
+    assert len({s.trace_id for s in conns}) == 3  # each connection's message in its own trace
+    # the first keeps the ID it always had; a second backfill sends the same IDs
+    first = next(s for s in conns if "smtp.command.data" in s.attrs)
+    key = f"mx|postfix|postfix|9798|{first.start_ns}|127.0.0.3:None"
+    assert (first.trace_id, first.span_id) == ids_for(key)
+    ids = [[(s.trace_id, s.span_id) for s in run.spans] for run in runs]
+    assert ids[0] == ids[1]

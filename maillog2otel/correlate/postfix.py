@@ -127,6 +127,8 @@ class PostfixCorrelator:
                                                                          "postscreen_handoff")
         self.screen_by_addr: dict[tuple[str, str], tuple[str, str, str, int]] = {}  # dnsblog: by address
         self.client_tls: dict[tuple[str, str, int], dict[str, Any]] = {}  # smtp pid -> TLS of next to=
+        # per host: the second of the last connect, and how often each connection ID key was used in it
+        self.connects: dict[str, tuple[int, dict[str, int]]] = {}
         self.now_ns = 0
         self._next_expiry = 0
         self._handlers = {
@@ -230,12 +232,14 @@ class PostfixCorrelator:
             "messages": [_message_state(m) for m in self.messages.values()],
             "screens": [[list(k), _session_state(s)] for k, s in self.screens.items()],
             "handoffs": [[list(k), _session_state(s)] for k, s in self.handoffs.items()],
+            "connects": {h: [ts, keys] for h, (ts, keys) in self.connects.items()},
             "stats": dict(self.stats.counts),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.now_ns = state.get("now_ns", 0)
         self.stats.counts.update(state.get("stats", {}))
+        self.connects = {h: (ts, dict(keys)) for h, (ts, keys) in state.get("connects", {}).items()}
         by_key: dict[tuple[str, str, int], Session] = {}
         for raw in state.get("sessions", []):
             sess = _session_from(raw)
@@ -281,8 +285,8 @@ class PostfixCorrelator:
             self.stats.bump("session_superseded")
             out.append(self._connection(old))
         port = f.get("client_port")
-        trace_id, span_id = ids_for(f"{rec.host}|postfix|{key[1]}|{key[2]}|{rec.ts_ns}|"
-                                    f"{f['client_address']}:{port}")
+        trace_id, span_id = ids_for(self._nth(rec.host, rec.ts_ns, f"{rec.host}|postfix|{key[1]}|{key[2]}|"
+                                                                   f"{rec.ts_ns}|{f['client_address']}:{port}"))
         attrs: dict[str, Any] = {"mta.name": MTA, "client.address": f["client_address"],
                                  "smtp.service": f.get("service", "smtpd"), "process.pid": key[2]}
         if port is not None:
@@ -303,6 +307,16 @@ class PostfixCorrelator:
             evicted.error = evicted.error or "evicted: too many open sessions"
             evicted.end_ns = evicted.last_ns
             out.append(self._connection(evicted))
+
+    def _nth(self, host: str, ts_ns: int, key: str) -> str:
+        """``key`` the first time in this second, then ``key|2``, ``key|3``…: one smtpd serves
+        client after client, and without smtpd_client_port_logging (the default) one client's two
+        connections in one second differ in nothing but their order in the log."""
+        seen = self.connects.get(host)
+        if seen is None or seen[0] != ts_ns:
+            seen = self.connects[host] = (ts_ns, {})
+        n = seen[1][key] = seen[1].get(key, 0) + 1
+        return key if n == 1 else f"{key}|{n}"
 
     def _disconnect(self, ev: Event, out: list[Output]) -> None:
         sess = self.sessions.pop(self._skey(ev))
@@ -438,7 +452,8 @@ class PostfixCorrelator:
                 old.end_ns = old.last_ns
                 self.stats.bump("session_superseded")
                 out.append(self._connection(old))
-        trace_id, span_id = ids_for(f"{rec.host}|postscreen|{key[1]}|{rec.pid}|{rec.ts_ns}|{key[2]}:{key[3]}")
+        trace_id, span_id = ids_for(self._nth(rec.host, rec.ts_ns,
+                                              f"{rec.host}|postscreen|{key[1]}|{rec.pid}|{rec.ts_ns}|{key[2]}:{key[3]}"))
         attrs: dict[str, Any] = {"mta.name": MTA, "client.address": key[2], "client.port": key[3],
                                  "server.address": f["server_address"], "server.port": f["server_port"],
                                  "smtp.service": "postscreen", "process.pid": rec.pid or 0}
