@@ -508,3 +508,32 @@ def test_one_client_twice_in_one_second_to_one_smtpd_is_two_connections(tmp_path
     assert (first.trace_id, first.span_id) == ids_for(key)
     ids = [[(s.trace_id, s.span_id) for s in run.spans] for run in runs]
     assert ids[0] == ids[1]
+
+
+def test_same_second_count_survives_a_restart() -> None:
+    """The count that tells those connections apart is in the saved state: a restart between
+    them still gives each its own ID, the same as one uninterrupted run."""
+    from maillog2otel import mtas
+    from maillog2otel.correlate.base import CorrelateSettings
+    from maillog2otel.framing import Framer, LocalClock, YearGuess
+    from maillog2otel.records import Connection
+
+    def run(cut: int | None) -> list[tuple[bytes, bytes]]:
+        grammar, corr = mtas.load("postfix", CorrelateSettings())
+        framer = Framer(stream=0, clock=LocalClock("UTC"), year=YearGuess(2025), default_host="mx")
+        out: list = []
+        for i, line in enumerate(SAME_SECOND):
+            if i == cut:
+                state = json.loads(json.dumps(corr.save_state()))
+                grammar, corr = mtas.load("postfix", CorrelateSettings())
+                corr.load_state(state)
+            rec = framer.frame(line, 0)
+            ev = grammar.parse(rec) if rec is not None else None
+            if ev is not None:
+                out += corr.feed(ev)
+        return sorted((c.trace_id, c.span_id) for c in out + corr.finish() if isinstance(c, Connection))
+
+    whole = run(None)
+    assert len(set(whole)) == 3
+    for cut in range(1, len(SAME_SECOND)):
+        assert run(cut) == whole, cut
