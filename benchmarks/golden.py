@@ -31,7 +31,7 @@ import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from maillog2otel.testing import logs_without_observed_time
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -88,16 +88,6 @@ class Receiver:
         self.server.server_close()
 
 
-def _no_observed_time(body: bytes) -> bytes:
-    req = ExportLogsServiceRequest()
-    req.ParseFromString(body)
-    for rl in req.resource_logs:
-        for sl in rl.scope_logs:
-            for rec in sl.log_records:
-                rec.observed_time_unix_nano = 0
-    return req.SerializeToString()
-
-
 def export(paths: list[Path], options: list[str], pythonpath: str | None, state_home: str) -> dict[str, str]:
     """One backfill; a digest of each signal's request bodies (and their count)."""
     r = Receiver()
@@ -118,7 +108,7 @@ def export(paths: list[Path], options: list[str], pythonpath: str | None, state_
         for signal, bodies in r.bodies.items():
             h = hashlib.sha256()
             for body in bodies:
-                h.update(_no_observed_time(body) if signal == "logs" else body)
+                h.update(logs_without_observed_time(body) if signal == "logs" else body)
                 h.update(b"\0")
             out[signal] = f"{len(bodies)} requests {h.hexdigest()[:16]}"
         return out

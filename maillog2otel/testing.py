@@ -83,3 +83,17 @@ def run_pipeline(paths: list[str], *, settings: Settings | None = None, fast: bo
         pipeline.feed(rec)
     pipeline.finish()
     return Result(spans.span_list, metrics.metric_list, pipeline.counters, stats, pipeline.correlator_stats())
+
+
+def logs_without_observed_time(body: bytes) -> bytes:
+    """An OTLP logs request with each record's observed time zeroed: that time is the wall clock
+    when the line was read, so no two runs agree on it; everything else is as sent."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    req = ExportLogsServiceRequest()
+    req.ParseFromString(body)
+    for rl in req.resource_logs:
+        for sl in rl.scope_logs:
+            for rec in sl.log_records:
+                rec.observed_time_unix_nano = 0
+    return req.SerializeToString()

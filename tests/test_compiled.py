@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 from conftest import FIXTURES, OtlpHttpReceiver, clean_env, run_cli
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from maillog2otel.compiled import HOT, PURE_ENV
+from maillog2otel.testing import logs_without_observed_time
 
 ROOT = Path(__file__).resolve().parent.parent
 SETS = {
@@ -67,23 +67,11 @@ def _export(paths: list[Path], pure: bool, *extra: str) -> dict[str, list[bytes]
                        *map(str, paths), env=env)
         assert proc.returncode == 0, proc.stderr.decode()
         got = {s: list(r.received.raw) for s, r in receivers.items()}
-        got["logs"] = [_without_observed_time(body) for body in got["logs"]]
+        got["logs"] = [logs_without_observed_time(body) for body in got["logs"]]
         return got
     finally:
         for r in receivers.values():
             r.close()
-
-
-def _without_observed_time(body: bytes) -> bytes:
-    """A logs request with each record's observed time (the wall clock when the line was read, so
-    no two runs agree on it) zeroed; everything else as sent."""
-    req = ExportLogsServiceRequest()
-    req.ParseFromString(body)
-    for rl in req.resource_logs:
-        for sl in rl.scope_logs:
-            for rec in sl.log_records:
-                rec.observed_time_unix_nano = 0
-    return req.SerializeToString()
 
 
 def _same(paths: list[Path], *extra: str) -> None:
