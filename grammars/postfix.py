@@ -72,7 +72,7 @@ CLEANUP_ACTION = rx(
 REPLY_TAIL = seq(
     opt(rx(r"[2-5]\d\d", "reply_code", as_int), " "),
     opt(rx(r"[245]\.\d{1,3}\.\d{1,3}", "reply_enhanced"), " "),
-    rx(r".*?(?=; (?:from|to|proto|helo)=|$)", "reply_text"),
+    rx(r"[^;\n]*(?:;(?! (?:from|to|proto|helo)=)[^;\n]*)*(?=; (?:from|to|proto|helo)=|$)", "reply_text"),
     opt("; ", rx(r".*", "tail", kv_spaces)),
 )
 
@@ -186,7 +186,7 @@ RULES: list[Rule] = [
     Rule("cleanup_removed", seq("removed", opt(" (", rx(r"[^)]*", "reason"), ")")), ("removed",),
          ("cleanup",)),
     # --- qmgr ----------------------------------------------------------------------------
-    Rule("qmgr_active", seq("from=<", rx(r"(?:[^>]|>(?!, size=))*", "mail_from"), ">, size=",
+    Rule("qmgr_active", seq("from=<", rx(r"[^>]*(?:>(?!, size=)[^>]*)*", "mail_from"), ">, size=",
                             rx(r"\d+", "size", as_int), ", nrcpt=", rx(r"\d+", "nrcpt", as_int),
                             " (queue active)"), ("from=",), ("qmgr",)),
     Rule("qmgr_expired", seq("from=<", rx(r"[^>]*", "mail_from"), ">, status=",
@@ -205,7 +205,7 @@ RULES: list[Rule] = [
     # --- delivery agents -----------------------------------------------------------------
     Rule(
         "delivery_status",
-        seq("to=<", rx(r"(?:[^>]|>(?!, ))*", "rcpt_to"), ">",
+        seq("to=<", rx(r"[^>]*(?:>(?!, )[^>]*)*", "rcpt_to"), ">",
             rx(DELIVERY_KV, "kv", delivery_kv),
             # very old Postfix wrote "conn_use=2 delay=…" without a comma
             ", status=", rx(r"\S+", "status"), opt(" ", rx(r".*", "status_text"))),
