@@ -127,6 +127,9 @@ class Message:
     rcpts: dict[str, str] = field(default_factory=dict)  # recipient -> last result
     attempts: int = 0
     log_ctx: LogContext | None = None  # the span of this message's lines (--logs); not saved
+    # (trace ID, the start of its deliveries' span ID keys): made once per message, not per
+    # delivery; made again when the trace ID changes (a bounce notice joins its parent's)
+    span_key: tuple[bytes, str] | None = None
 
 
 class PostfixCorrelator:
@@ -793,7 +796,10 @@ class PostfixCorrelator:
         if msg.parent_queue_id:
             attrs["smtp.parent_queue_id"] = msg.parent_queue_id
         attrs["smtp.message.origin"] = msg.origin
-        span_id = span_id_for(f"{msg.trace_id.hex()}|{msg.key}|{rcpt}|{rec.ts_ns}|{result}")
+        base = msg.span_key
+        if base is None or base[0] is not msg.trace_id:
+            base = msg.span_key = (msg.trace_id, f"{msg.trace_id.hex()}|{msg.key}|")
+        span_id = span_id_for(f"{base[1]}{rcpt}|{rec.ts_ns}|{result}")
         error = attrs.get("smtp.response") if result in ("bounced", "expired") else None
         return Delivery(MTA, rec.host, msg.trace_id, span_id, msg.parent_span_id, min(start_ns, rec.ts_ns),
                         rec.ts_ns, result, attrs, error, parent_pending=msg.session is not None)
