@@ -83,6 +83,10 @@ def _relay_attrs(relay: str) -> dict[str, Any]:
 
 
 def next_hop_queue_id(text: str) -> str | None:
+    # each of NEXT_HOP_ID's branches needs one of these: most replies ("delivered to mailbox")
+    # have none, and a substring test is far cheaper than the search
+    if "queued as " not in text and "id=" not in text and "(" not in text:
+        return None
     m = NEXT_HOP_ID.search(text)
     return (m["pf"] or m["exim"] or m["haraka"]) if m else None
 
@@ -746,7 +750,8 @@ class PostfixCorrelator:
         msg.rcpts[rcpt] = result
         if not self.s.span_events:  # metrics only: no span, so none of its attributes (metrics read
             # the host, result and time); the IDs stay, for --logs' records
-            self.client_tls.pop((rec.host, f.get("instance", "postfix"), rec.pid or 0), None)
+            if self.client_tls:
+                self.client_tls.pop((rec.host, f.get("instance", "postfix"), rec.pid or 0), None)
             span = self._delivery_span(msg, ev, rcpt, result, rec.ts_ns, {})
             ev.ctx = (span.trace_id, span.span_id)
             out.append(span)
@@ -771,7 +776,8 @@ class PostfixCorrelator:
                     self._relays.clear()
             if peer:
                 attrs.update(peer)
-        tls = self.client_tls.pop((rec.host, f.get("instance", "postfix"), rec.pid or 0), None)
+        tls = (self.client_tls.pop((rec.host, f.get("instance", "postfix"), rec.pid or 0), None)
+               if self.client_tls else None)
         if tls:
             attrs.update(tls)
         if result == "delivered" and (nxt := next_hop_queue_id(text)):
