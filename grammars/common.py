@@ -127,6 +127,9 @@ def as_float(text: str) -> float:
     return float(text)
 
 
+_BUILTIN_CONVERTERS: dict[Converter, Converter] = {as_int: int, as_float: float}
+
+
 # --- shared pieces ---------------------------------------------------------------------------
 
 def smtp_reply(prefix: str = "reply") -> pp.ParserElement:
@@ -252,7 +255,9 @@ def field_lines(regex: re.Pattern[str], group_names: dict[str, str], converters:
         name = group_names.get(gname, gname)
         value = "v"
         if name in converters:
-            ns[f"c_{gname}"] = converters[name]
+            conv = converters[name]
+            # the built-in itself for as_int/as_float: the same value without a Python call per field
+            ns[f"c_{gname}"] = _BUILTIN_CONVERTERS.get(conv, conv)
             value = f"c_{gname}(v)"
         lines += [f"    v = g[{index - 1}]", "    if v is not None:", f"        d[{name!r}] = {value}"]
     return lines

@@ -105,15 +105,15 @@ def _prefix_reader(regex: re.Pattern[str], names: dict[str, str]
     through it; generated like the rules' own readers (``grammars.common._fast_parser``)."""
     from maillog2otel.grammars.common import field_lines
 
-    ns: dict[str, Any] = {
-        # the lookahead matches anywhere (it may be empty): it changes no match and no end
-        "match": re.compile(f"(?:{regex.pattern})(?=({_FIRST_WORD.pattern}))").match,
-        "first_word": _FIRST_WORD.match,
-    }
+    # One match for every line, prefix or not: the prefix is optional (group 1 tells whether it
+    # matched), and the lookahead, which matches anywhere (it may be empty), reads the first word
+    # after it; it changes no match and no end.
+    both = re.compile(f"((?:{regex.pattern}))?(?=({_FIRST_WORD.pattern}))")
+    ns: dict[str, Any] = {"match": both.match}
     # the prefix's fields stay text (converters: none), as pyparsing's prefix gives them
-    body = ["def read(text):", "    m = match(text)", "    if m is None:",
-            "        return None, text, first_word(text)[0]", "    g = m.groups()", "    d = {}",
-            *field_lines(regex, names, {}, ns), "    return d, text[m.end():], g[-1]"]
+    body = ["def read(text):", "    g = match(text).groups()", "    if g[0] is None:",
+            "        return None, text, g[-1]", "    d = {}",
+            *field_lines(both, names, {}, ns), "    return d, text[len(g[0]):], g[-1]"]
     exec("\n".join(body), ns)  # our own generated source, from our own grammar
     return ns["read"]
 

@@ -46,6 +46,14 @@ _ORDER = {"postfix.postscreen.test": -2, "postfix.dnsbl.listed": -2, "postfix.po
           "smtp.reset_transaction": 6, "smtp.abort": 7}
 
 
+# (command, its count attribute, its accepted-count attribute), in the order the attributes are set
+_COMMAND_ATTRS = tuple((cmd, f"smtp.command.{cmd}", f"smtp.command.{cmd}.ok") for cmd in _COMMANDS)
+
+
+def _event_order(e: SpanEvent) -> tuple[int, int]:
+    return (e.ts_ns, _ORDER.get(e.name, 9))
+
+
 _EXPIRY_EVERY_NS = 60 * NS
 # postscreen hands a client that passed to smtpd at once (smtpd's "connect from" follows its PASS
 # line); a busy smtpd pool can keep it waiting, never for long
@@ -61,7 +69,24 @@ _CLIENT_FAULT = frozenset({"HANGUP", "COMMAND TIME LIMIT"})
 _AFTER_HELLO = re.compile(r" after (EHLO|HELO)\b")
 
 
+def _relay_attrs(relay: str) -> dict[str, Any]:
+    """``mx.example[192.0.2.1]:25`` -> the server attributes of a delivery span (none for ``local``)."""
+    m = _RELAY.fullmatch(relay)
+    if m is None:
+        return {}
+    attrs: dict[str, Any] = {"server.address": m["addr"]}
+    if m["port"]:
+        attrs["server.port"] = int(m["port"])
+    if m["name"]:
+        attrs["net.peer.name"] = m["name"]
+    return attrs
+
+
 def next_hop_queue_id(text: str) -> str | None:
+    # each of NEXT_HOP_ID's branches needs one of these: most replies ("delivered to mailbox")
+    # have none, and a substring test is far cheaper than the search
+    if "queued as " not in text and "id=" not in text and "(" not in text:
+        return None
     m = NEXT_HOP_ID.search(text)
     return (m["pf"] or m["exim"] or m["haraka"]) if m else None
 
@@ -106,6 +131,9 @@ class Message:
     rcpts: dict[str, str] = field(default_factory=dict)  # recipient -> last result
     attempts: int = 0
     log_ctx: LogContext | None = None  # the span of this message's lines (--logs); not saved
+    # (trace ID, the start of its deliveries' span ID keys): made once per message, not per
+    # delivery; made again when the trace ID changes (a bounce notice joins its parent's)
+    span_key: tuple[bytes, str] | None = None
 
 
 class PostfixCorrelator:
@@ -129,6 +157,8 @@ class PostfixCorrelator:
         self.client_tls: dict[tuple[str, str, int], dict[str, Any]] = {}  # smtp pid -> TLS of next to=
         # per host: the second of the last connect, and how often each connection ID key was used in it
         self.connects: dict[str, tuple[int, dict[str, int]]] = {}
+        # relay=… text -> the server attributes it gives (a few distinct relays in a whole log)
+        self._relays: dict[str, dict[str, Any]] = {}
         self.now_ns = 0
         self._next_expiry = 0
         self._handlers = {
@@ -269,9 +299,10 @@ class PostfixCorrelator:
         return (ev.record.host, ev.fields.get("instance", "postfix"), ev.record.pid or 0)
 
     def _session(self, ev: Event) -> Session | None:
-        s = self.sessions.get(self._skey(ev))
+        rec = ev.record
+        s = self.sessions.get((rec.host, ev.fields.get("instance", "postfix"), rec.pid or 0))
         if s is not None:
-            s.last_ns = ev.record.ts_ns
+            s.last_ns = rec.ts_ns
             ev.ctx = (s.trace_id, s.span_id)
         return s
 
@@ -592,16 +623,19 @@ class PostfixCorrelator:
         return msg
 
     def _message(self, ev: Event, out: list[Output], create: str | None = None) -> Message | None:
-        qid = ev.fields.get("queue_id")
+        f = ev.fields
+        qid = f.get("queue_id")
         if not qid or qid == "NOQUEUE":
             return None
-        key = self._mkey(ev)
+        rec = ev.record
+        key = (rec.host, f.get("instance", "postfix"), qid)
         msg = self.messages.get(key)
         if msg is None and create:
-            self.stats.bump("message_seen_mid_flight") if create == "lazy" else None
-            msg = self._new_message(key, ev.record.ts_ns, None, create, out)
+            if create == "lazy":
+                self.stats.bump("message_seen_mid_flight")
+            msg = self._new_message(key, rec.ts_ns, None, create, out)
         if msg is not None:
-            msg.last_ns = ev.record.ts_ns
+            msg.last_ns = rec.ts_ns
             if msg.log_ctx is None:
                 msg.log_ctx = LogContext(msg.trace_id, msg.parent_span_id)
             ev.ctx = msg.log_ctx
@@ -716,7 +750,8 @@ class PostfixCorrelator:
         msg.rcpts[rcpt] = result
         if not self.s.span_events:  # metrics only: no span, so none of its attributes (metrics read
             # the host, result and time); the IDs stay, for --logs' records
-            self.client_tls.pop((rec.host, f.get("instance", "postfix"), rec.pid or 0), None)
+            if self.client_tls:
+                self.client_tls.pop((rec.host, f.get("instance", "postfix"), rec.pid or 0), None)
             span = self._delivery_span(msg, ev, rcpt, result, rec.ts_ns, {})
             ev.ctx = (span.trace_id, span.span_id)
             out.append(span)
@@ -732,14 +767,17 @@ class PostfixCorrelator:
                 attrs[name] = kv[k]
         if "delay" in kv:
             attrs["smtp.delay_s"] = _float(kv["delay"])
-        relay = _RELAY.fullmatch(kv.get("relay", ""))
-        if relay:
-            attrs["server.address"] = relay["addr"]
-            if relay["port"]:
-                attrs["server.port"] = int(relay["port"])
-            if relay["name"]:
-                attrs["net.peer.name"] = relay["name"]
-        tls = self.client_tls.pop((rec.host, f.get("instance", "postfix"), rec.pid or 0), None)
+        if "relay" in kv:
+            relay = kv["relay"]
+            peer = self._relays.get(relay)
+            if peer is None:
+                peer = self._relays[relay] = _relay_attrs(relay)
+                if len(self._relays) > 4096:  # bounded: relays repeat, but a log may have many
+                    self._relays.clear()
+            if peer:
+                attrs.update(peer)
+        tls = (self.client_tls.pop((rec.host, f.get("instance", "postfix"), rec.pid or 0), None)
+               if self.client_tls else None)
         if tls:
             attrs.update(tls)
         if result == "delivered" and (nxt := next_hop_queue_id(text)):
@@ -764,7 +802,10 @@ class PostfixCorrelator:
         if msg.parent_queue_id:
             attrs["smtp.parent_queue_id"] = msg.parent_queue_id
         attrs["smtp.message.origin"] = msg.origin
-        span_id = span_id_for(f"{msg.trace_id.hex()}|{msg.key}|{rcpt}|{rec.ts_ns}|{result}")
+        base = msg.span_key
+        if base is None or base[0] is not msg.trace_id:
+            base = msg.span_key = (msg.trace_id, f"{msg.trace_id.hex()}|{msg.key}|")
+        span_id = span_id_for(f"{base[1]}{rcpt}|{rec.ts_ns}|{result}")
         error = attrs.get("smtp.response") if result in ("bounced", "expired") else None
         return Delivery(MTA, rec.host, msg.trace_id, span_id, msg.parent_span_id, min(start_ns, rec.ts_ns),
                         rec.ts_ns, result, attrs, error, parent_pending=msg.session is not None)
@@ -780,52 +821,65 @@ class PostfixCorrelator:
 
     def _connection(self, s: Session) -> Connection:
         """Build the span's events, adding what Postfix proves but never logs as a line."""
-        events = list(s.events)
         counts = s.counts
+        attrs = s.attrs
         commands: dict[str, int] = {"connect": 1}
-        for cmd in _COMMANDS:
-            if cmd in counts:
-                ok, _, total = counts[cmd].partition("/")
-                commands[cmd] = int(total or ok)
-                s.attrs[f"smtp.command.{cmd}"] = int(total or ok)
-                if total:
-                    s.attrs[f"smtp.command.{cmd}.ok"] = int(ok)
-        if "commands" in counts:
-            ok, _, total = counts["commands"].partition("/")
-            s.attrs["smtp.commands"] = int(total or ok)
-            s.attrs["smtp.commands.ok"] = int(ok)
+        if counts:
+            for cmd, name, name_ok in _COMMAND_ATTRS:
+                value = counts.get(cmd)
+                if value is not None:
+                    ok, _, total = value.partition("/")
+                    commands[cmd] = attrs[name] = int(total or ok)
+                    if total:
+                        attrs[name_ok] = int(ok)
+            value = counts.get("commands")
+            if value is not None:
+                ok, _, total = value.partition("/")
+                attrs["smtp.commands"] = int(total or ok)
+                attrs["smtp.commands.ok"] = int(ok)
         # AUTH attempts: the disconnect summary's auth=ok/total when there is one (it also counts
         # attempts no line names, e.g. 503 before EHLO), else what the lines proved
-        auth = dict(s.auth_seen)
-        if "auth" in counts:
-            ok, _, total = counts["auth"].partition("/")
-            auth["accepted"] = max(int(ok), auth.get("accepted", 0))
-            auth["failed"] = max(int(total or ok) - int(ok), auth.get("failed", 0))
-        auth = {k: n for k, n in auth.items() if n}
+        auth_seen = s.auth_seen
+        auth: dict[str, int] = {}
+        if auth_seen or "auth" in counts:
+            auth = dict(auth_seen)
+            if "auth" in counts:
+                ok, _, total = counts["auth"].partition("/")
+                auth["accepted"] = max(int(ok), auth.get("accepted", 0))
+                auth["failed"] = max(int(total or ok) - int(ok), auth.get("failed", 0))
+            auth = {k: n for k, n in auth.items() if n}
         if not self.s.span_events:  # metrics only: the span's events would be thrown away
             for msg in s.messages:
                 self._close_message(msg)
             return Connection(MTA, s.key[0], s.trace_id, s.span_id, s.start_ns, max(s.end_ns, s.start_ns),
-                              s.attrs, [], s.error, commands, auth)
+                              attrs, [], s.error, commands, auth)
+        events = list(s.events)
         # attempts only the summary counts; a login that no client= line names came after the
         # failures that were logged (a client stops trying once it is in)
-        last_failure = max((e.ts_ns for e in events if e.name == "smtp.auth"), default=s.start_ns)
-        for result, n in auth.items():
-            for _ in range(n - s.auth_seen.get(result, 0)):
-                at = last_failure if result == "accepted" else s.start_ns
-                events.append(SpanEvent("smtp.auth", at, {"smtp.auth.accepted": result == "accepted",
-                                                          "smtp.event.inferred": True}))
-        inferred = {"smtp.event.inferred": True}
+        if auth:
+            last_failure = max((e.ts_ns for e in events if e.name == "smtp.auth"), default=s.start_ns)
+            for result, n in auth.items():
+                for _ in range(n - auth_seen.get(result, 0)):
+                    at = last_failure if result == "accepted" else s.start_ns
+                    events.append(SpanEvent("smtp.auth", at, {"smtp.auth.accepted": result == "accepted",
+                                                              "smtp.event.inferred": True}))
         last_ns = s.end_ns or s.last_ns
-        for verb in ("ehlo", "helo"):
-            already = sum(1 for e in events if e.name == f"smtp.{verb}")
-            for i in range(max(0, _ok(counts.get(verb)) - already)):
-                attrs = dict(inferred)
-                if s.helo:
-                    attrs["smtp.helo_host"] = s.helo
-                events.append(SpanEvent(f"smtp.{verb}", s.tls_ns if (i and s.tls_ns) else s.start_ns, attrs))
-        if s.helo:
-            s.attrs["smtp.helo_host"] = s.helo
+        helo = s.helo
+        for verb, name in (("ehlo", "smtp.ehlo"), ("helo", "smtp.helo")):
+            wanted = _ok(counts.get(verb))
+            if wanted <= 0:
+                continue
+            already = 0
+            for e in events:
+                if e.name == name:
+                    already += 1
+            for i in range(wanted - already):
+                hello: dict[str, Any] = {"smtp.event.inferred": True}
+                if helo:
+                    hello["smtp.helo_host"] = helo
+                events.append(SpanEvent(name, s.tls_ns if (i and s.tls_ns) else s.start_ns, hello))
+        if helo:
+            attrs["smtp.helo_host"] = helo
         # Accepted MAIL, RCPT and DATA: one event per command the summary counts as accepted, with
         # the addresses later lines proved (qmgr from=, delivery to=) where a message carries them.
         mails: list[SpanEvent] = []
@@ -834,18 +888,20 @@ class PostfixCorrelator:
         transactions = 0
         for msg in s.messages:
             at = msg.client_ns or s.start_ns
-            mail = dict(inferred)
+            mail: dict[str, Any] = {"smtp.event.inferred": True}
             if msg.mail_from is not None:
                 mail["smtp.mail_from"] = msg.mail_from
             mails.append(SpanEvent("smtp.mail", at, mail))
             known = list(msg.rcpts)
             for i in range(max(msg.nrcpt or 0, len(known))):
-                rcpt = {**inferred, "smtp.rcpt.accepted": True, "smtp.response.code": 250}
+                rcpt: dict[str, Any] = {"smtp.event.inferred": True, "smtp.rcpt.accepted": True,
+                                        "smtp.response.code": 250}
                 if i < len(known):
                     rcpt["smtp.rcpt_to"] = known[i]
                 rcpts.append(SpanEvent("smtp.rcpt", at, rcpt))
+            qid = msg.key[2]
             if msg.data_ns is not None:
-                data: dict[str, Any] = {**inferred, "smtp.queue_id": msg.key[2]}
+                data: dict[str, Any] = {"smtp.event.inferred": True, "smtp.queue_id": qid}
                 if msg.message_id is not None:
                     data["smtp.message_id"] = msg.message_id
                 if msg.size is not None:
@@ -854,28 +910,38 @@ class PostfixCorrelator:
             if msg.queued_ns is not None and not msg.rejected:
                 transactions += 1
                 events.append(SpanEvent("smtp.queue_ok", msg.queued_ns, {
-                    "smtp.queue_id": msg.key[2], "smtp.queue_msg": f"250 2.0.0 Ok: queued as {msg.key[2]}"}))
+                    "smtp.queue_id": qid, "smtp.queue_msg": f"250 2.0.0 Ok: queued as {qid}"}))
                 if msg.size is not None:
-                    s.attrs["smtp.message.size_bytes"] = msg.size
+                    attrs["smtp.message.size_bytes"] = msg.size
             self._close_message(msg)
         if counts:
-            sender = {"smtp.mail_from": s.sender} if s.sender is not None else {}
-            for name, have, attrs in (("mail", mails, sender), ("rcpt", rcpts, {"smtp.rcpt.accepted": True}),
-                                      ("data", datas, {})):
-                for _ in range(_ok(counts.get(name)) - len(have)):
-                    have.append(SpanEvent(f"smtp.{name}", last_ns, {**inferred, **attrs}))
-            del mails[_ok(counts.get("mail")):]
-            del rcpts[_ok(counts.get("rcpt")):]
-            del datas[_ok(counts.get("data")):]
-        events += mails + rcpts + datas
+            ok_mail, ok_rcpt = _ok(counts.get("mail")), _ok(counts.get("rcpt"))
+            ok_data = _ok(counts.get("data"))
+            for _ in range(ok_mail - len(mails)):
+                mail = {"smtp.event.inferred": True}
+                if s.sender is not None:
+                    mail["smtp.mail_from"] = s.sender
+                mails.append(SpanEvent("smtp.mail", last_ns, mail))
+            for _ in range(ok_rcpt - len(rcpts)):
+                rcpts.append(SpanEvent("smtp.rcpt", last_ns, {"smtp.event.inferred": True,
+                                                              "smtp.rcpt.accepted": True}))
+            for _ in range(ok_data - len(datas)):
+                datas.append(SpanEvent("smtp.data", last_ns, {"smtp.event.inferred": True}))
+            del mails[ok_mail:]
+            del rcpts[ok_rcpt:]
+            del datas[ok_data:]
+            attrs["smtp.transactions"] = ok_mail
+        else:
+            attrs["smtp.transactions"] = transactions
+        events += mails
+        events += rcpts
+        events += datas
         for _ in range(_ok(counts.get("rset"))):
-            events.append(SpanEvent("smtp.reset_transaction", last_ns, dict(inferred)))
+            events.append(SpanEvent("smtp.reset_transaction", last_ns, {"smtp.event.inferred": True}))
         # Lines have 1 s resolution at best: within a tick, keep SMTP's own order.
-        events.sort(key=lambda e: (e.ts_ns, _ORDER.get(e.name, 9)))
-        s.attrs["smtp.transactions"] = _ok(counts.get("mail")) if counts else transactions
-        s.attrs["smtp.messages_queued"] = transactions
-        host = s.key[0]
-        return Connection(MTA, host, s.trace_id, s.span_id, s.start_ns, max(s.end_ns, s.start_ns), s.attrs,
+        events.sort(key=_event_order)
+        attrs["smtp.messages_queued"] = transactions
+        return Connection(MTA, s.key[0], s.trace_id, s.span_id, s.start_ns, max(s.end_ns, s.start_ns), attrs,
                           events, s.error, commands, auth)
 
 
