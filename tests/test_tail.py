@@ -245,8 +245,8 @@ def test_kill_9_at_random_points_then_restart(tmp_path: Path, otlp_http: OtlpHtt
     tail = tail_factory(otlp_http.endpoint, [log])
     tail.start()
     done = 0
-    for i, at in enumerate(kills):
-        at = max(at, done)  # kills closer than the lines written while down: never write a line twice
+    for i, kill_at in enumerate(kills):
+        at = max(kill_at, done)  # kills closer than the lines written while down: never write a line twice
         write(log, lines[done:at])
         time.sleep(rng.uniform(0, 0.6))  # anywhere: reading, exporting, checkpointing or idle
         tail.kill()
