@@ -1029,10 +1029,10 @@ class Tailer:
         self._last_tick = mono
         if self.clock.log_ns:  # no log time before the first line
             self.pipeline.tick(self.clock.now())
-        # spans held for cross-hop stitching leave at a checkpoint (Pipeline.save_state): do not let
-        # them wait for the stitcher's window when lines are quiet
-        held = getattr(getattr(self.pipeline, "stitcher", None), "hold", None)
-        if force or self.dirty or self.spans.pending() or self.metrics.pending() or held:
+        # what the tick released (held spans whose window passed while lines are quiet) is pending
+        # in the buffers; with nothing read and nothing pending the state is the one written last
+        # (a held span alone made a checkpoint of the whole state four times a second)
+        if force or self.dirty or self.spans.pending() or self.metrics.pending():
             self._checkpoint()
 
     def _checkpoint(self) -> None:
