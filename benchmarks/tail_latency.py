@@ -17,8 +17,12 @@ line to the arrival of its ``smtp.connection`` span, and prints p50/p90/p99/max.
 ``generate.py``) in their order with the current time in place of their stamps; a connection is
 then known by the client address and port of its ``disconnect`` line (the first one, when a port
 repeats). ``--profile FILE`` runs the tail under cProfile (CPU time) and saves the stats there.
-``tail_cpu_s`` is the tail process's own CPU time, its ≈1 s of start-up included; a tail that falls
-behind reads in bigger batches and pays less per line than one that keeps up.
+``tail_cpu_s`` is the tail process's own CPU time, its ≈1 s of start-up included;
+``tail_cpu_us_per_line`` is that less the start-up (the CPU used until the state file appeared)
+per line the tail read (``lines_read``, from its summary: fewer than ``lines`` when it fell behind
+and was stopped before catching up). A tail that falls behind reads in bigger batches and pays
+less per line than one that keeps up. ``load`` is the 1-minute load average at the end: on a shared
+machine, compare runs made at similar loads.
 
 Everything is on 127.0.0.1. The floor is the correlator's grace: a closed session waits 2 s of log
 time for its trailing lines, and log time moves with the lines (or, when quiet, with the wall clock
@@ -161,6 +165,16 @@ def replayed(lines: list[str]) -> Iterator[tuple[str, tuple[str, int] | None]]:
             yield line, key
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds a running process has used (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=30.0)
@@ -195,6 +209,7 @@ def main() -> int:
     deadline = time.monotonic() + 15
     while not os.path.exists(os.path.join(tmp, "state.json")) and time.monotonic() < deadline:
         time.sleep(0.05)
+    startup_cpu = _cpu_s(tail.pid)  # imports and start-up, not following
 
     written: dict[tuple[str, int], float] = {}
     interval = 1.0 / args.rate
@@ -220,6 +235,10 @@ def main() -> int:
     _, _, usage = os.wait4(tail.pid, 0)  # the tail's own CPU time (this process writes and receives)
     tail.returncode = 0
     err.close()
+    with open(os.path.join(tmp, "tail.stderr"), encoding="utf-8", errors="replace") as fh:
+        m = re.search(r"lines\s+([\d,]+) read", fh.read())
+    read = int(m[1].replace(",", "")) if m else sent  # the tail's summary: lines it read
+    follow_cpu = usage.ru_utime + usage.ru_stime - startup_cpu
 
     lat = sorted(receiver.arrivals[p] - t for p, t in written.items() if p in receiver.arrivals)
     if os.environ.get("M2O_LATENCY_DEBUG"):  # the slowest: when were they written?
@@ -240,8 +259,10 @@ def main() -> int:
         "p99_s": round(q[98], 3),
         "max_s": round(lat[-1], 3) if lat else None,
         "requests": receiver.requests,
+        "lines_read": read,
         "tail_cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
-        "tail_cpu_us_per_line": round((usage.ru_utime + usage.ru_stime) / max(sent, 1) * 1e6, 1),
+        "tail_cpu_us_per_line": round(follow_cpu / max(read, 1) * 1e6, 1),
+        "load": round(os.getloadavg()[0], 1),
     }
     if args.json:
         print(json.dumps(result))

@@ -101,7 +101,7 @@ def _head(path: str, n: int = FP_MAX) -> bytes | None:
         return None
 
 
-def _decode(raw: bytes, stats: FollowStats) -> str:
+def _decode(raw: bytes | bytearray, stats: FollowStats) -> str:
     try:
         text = raw.decode()
     except UnicodeDecodeError:
@@ -112,7 +112,9 @@ def _decode(raw: bytes, stats: FollowStats) -> str:
 
 class _Lines:
     """Bytes from a pipe -> (text, offset) of complete lines; a line over ``MAX_LINE_BYTES`` keeps
-    its head, the rest up to its newline is skipped (and counted)."""
+    its head, the rest up to its newline is skipped (and counted). A chunk's complete lines are
+    split off at once (one ``split``, not a search and a copy per line); offsets still advance line
+    by line as each is handed out, and lines not taken yet stay for the next call."""
 
     def __init__(self, stats: FollowStats, offset: int = 0) -> None:
         self.stats = stats
@@ -120,32 +122,47 @@ class _Lines:
         self.offset = offset
         self.head: bytes | None = None
         self.skipped = 0
+        # complete lines not handed out yet; a (head, bytes it took) pair for a cut oversized line
+        self.ready: deque[bytearray | tuple[bytes, int]] = deque()
 
     def feed(self, chunk: bytes) -> Iterator[tuple[str, int]]:
-        buf = self.buf
-        buf += chunk
-        while (nl := buf.find(b"\n")) >= 0:
-            if self.head is not None:
-                raw, n = self.head, len(self.head) + self.skipped + nl + 1
-                self.head, self.skipped = None, 0
-            else:
-                raw, n = bytes(buf[:nl]), nl + 1
-            del buf[:nl + 1]
+        ready = self.ready
+        if chunk:
+            buf = self.buf
+            buf += chunk
+            end = buf.rfind(b"\n")
+            if end >= 0:
+                lines = buf[:end].split(b"\n")
+                del buf[:end + 1]
+                if self.head is not None:
+                    ready.append((self.head, len(self.head) + self.skipped + len(lines[0]) + 1))
+                    self.head, self.skipped = None, 0
+                    ready.extend(lines[1:])
+                else:
+                    ready.extend(lines)
+            if len(buf) >= MAX_LINE_BYTES:
+                if self.head is None:
+                    self.head = bytes(buf[:MAX_LINE_BYTES])
+                    self.skipped = len(buf) - MAX_LINE_BYTES
+                    self.stats.oversized += 1
+                else:
+                    self.skipped += len(buf)
+                buf.clear()
+        stats = self.stats
+        while ready:
+            raw = ready.popleft()
             start = self.offset
-            self.offset += n
-            self.stats.lines += 1
-            yield _decode(raw, self.stats), start
-        if len(buf) >= MAX_LINE_BYTES:
-            if self.head is None:
-                self.head = bytes(buf[:MAX_LINE_BYTES])
-                self.skipped = len(buf) - MAX_LINE_BYTES
-                self.stats.oversized += 1
+            if type(raw) is tuple:
+                raw, n = raw
+                self.offset += n
             else:
-                self.skipped += len(buf)
-            buf.clear()
+                self.offset += len(raw) + 1
+            stats.lines += 1
+            yield _decode(raw, stats), start
 
     def end(self) -> Iterator[tuple[str, int]]:
         """The input ended: a last line without its newline."""
+        yield from self.feed(b"")
         if self.buf or self.head is not None:
             raw = self.head if self.head is not None else bytes(self.buf)
             start = self.offset
@@ -1012,13 +1029,19 @@ class Tailer:
         self._last_tick = mono
         if self.clock.log_ns:  # no log time before the first line
             self.pipeline.tick(self.clock.now())
-        # spans held for cross-hop stitching leave at a checkpoint (Pipeline.save_state): do not let
-        # them wait for the stitcher's window when lines are quiet
-        held = getattr(getattr(self.pipeline, "stitcher", None), "hold", None)
-        if force or self.dirty or self.spans.pending() or self.metrics.pending() or held:
+        # what the tick released (held spans whose window passed while lines are quiet) is pending
+        # in the buffers; with nothing read and nothing pending the state is the one written last
+        # (a held span alone made a checkpoint of the whole state four times a second)
+        if force or self.dirty or self.spans.pending() or self.metrics.pending():
             self._checkpoint()
 
     def _checkpoint(self) -> None:
+        # what the buffers hold leaves before the state is built (tens of ms at high rates), not
+        # after: the state is written only once everything emitted before it was exported
+        blocked = time.monotonic_ns()
+        self.spans.flush()
+        self.metrics.flush()
+        exporting = time.monotonic_ns() - blocked
         started = time.monotonic()
         snapshot = self.pipeline.save_state()  # also hands pending spans to the buffers
         took = time.monotonic() - started
@@ -1028,7 +1051,7 @@ class Tailer:
         # reading was paused meanwhile (for as long as the collector refused): that wall time is
         # not log time, or an outage would expire open sessions and close windows that the lines
         # read after it still belong to
-        self.clock.anchor_wall += time.monotonic_ns() - blocked
+        self.clock.anchor_wall += time.monotonic_ns() - blocked + exporting
         doc: dict[str, Any] = {
             "paths": [f.path for f in self.followers] or ["-"],
             "files": {f.path: f.save() for f in self.followers},

@@ -36,7 +36,7 @@ def test_reused_text_follows_adoption_and_round_trips() -> None:
     st.add(delivery, 12 * NS)
     first = save_state(st)
     assert first == _fresh(st)
-    assert [kind for _, kind, _ in first["hold"]] == ["spanj", "spanj"]
+    assert [kind for _, kind, _ in json.loads(first["holdj"])] == ["span", "span"]
     assert save_state(st) == first  # nothing changed: the same text, reused
     # the previous hop's delivery names this connection's queue ID: both held spans move to its trace
     upstream = _span("smtp.delivery", CLIENT, 9, 10, None, 12, {"smtp.next_hop.queue_id": "9F8E7D6C5B"},
@@ -45,7 +45,7 @@ def test_reused_text_follows_adoption_and_round_trips() -> None:
     assert conn.trace_id == delivery.trace_id == upstream.trace_id and conn.parent_span_id == upstream.span_id
     second = save_state(st)
     assert second == _fresh(st) and second != first
-    held = [json.loads(raw) for _, kind, raw in second["hold"] if kind == "spanj"]
+    held = [raw for _, kind, raw in json.loads(second["holdj"]) if kind == "span"]
     assert {h["t"] for h in held} == {upstream.trace_id.hex()}
     # a restart loads it: the same spans, the same state written again
     again = Stitcher(window_ns=2 * NS, server_window_ns=0)
@@ -54,11 +54,27 @@ def test_reused_text_follows_adoption_and_round_trips() -> None:
     assert [item.span_id for _, item in again.hold] == [item.span_id for _, item in st.hold]
 
 
-def test_state_of_an_older_version_with_span_dicts_loads() -> None:
+def test_states_of_older_versions_load() -> None:
+    """Held spans as dicts (first), then as JSON text each ("spanj"), link tables as lists."""
     st = Stitcher(window_ns=2 * NS, server_window_ns=0)
+    conn = _span("smtp.connection", SERVER, 1, 2, None, 11, {"client.port": 50000},
+                 [SpanEvent("smtp.queue_ok", 10 * NS, {"smtp.queue_id": "9F8E7D6C5B"})])
+    st.add(conn, 11 * NS)
+    st.release(11 * NS)  # the connection leaves: its queue ID goes to the late-link table
     st.add(_span("smtp.delivery", CLIENT, 1, 3, None, 12, {"smtp.result": "delivered"}), 12 * NS)
+    waiting = _span("smtp.delivery", CLIENT, 4, 5, 6, 12, {"smtp.result": "deferred"})
+    waiting.parent_pending = True  # its connection span has not come yet
+    st.add(waiting, 12 * NS)
     state = save_state(st)
-    old = {**state, "hold": [[due, "span", json.loads(raw)] for due, _, raw in state["hold"]]}
-    again = Stitcher(window_ns=2 * NS, server_window_ns=0)
-    load_state(again, old)
-    assert save_state(again) == state
+    assert state["sent"] == f"9F8E7D6C5B {10 * NS} {conn.trace_id.hex()} {conn.span_id.hex()}"
+    sent = [["9F8E7D6C5B", 10 * NS, conn.trace_id.hex(), conn.span_id.hex()]]
+    hold = json.loads(state["holdj"])
+    children = json.loads(state["childrenj"])
+    assert len(hold) == 1 and len(children) == 1
+    base = {k: v for k, v in state.items() if k not in ("holdj", "childrenj")}
+    for old in ({**base, "sent": sent, "children": children, "hold": hold},
+                {**base, "sent": sent, "children": children,
+                 "hold": [[due, "spanj", json.dumps(raw)] for due, _, raw in hold]}):
+        again = Stitcher(window_ns=2 * NS, server_window_ns=0)
+        load_state(again, old)
+        assert save_state(again) == state
