@@ -361,7 +361,9 @@ def _die_with_parent(parent: int) -> None:
 class _Replies:
     """The export process's answers, written by a thread: a checkpoint's state may be larger than
     the pipe's buffer, and the main process reads answers only between lines, so writing it here
-    could block while the main process blocks writing the next batch to us."""
+    could block while the main process blocks writing the next batch to us. Each answer is
+    pickled when it is given: the state holds live objects (a histogram's counts) that the
+    replay goes on changing."""
 
     def __init__(self, out: Any) -> None:
         import queue
@@ -372,14 +374,14 @@ class _Replies:
         self.thread.start()
 
     def _run(self) -> None:
-        while (item := self.q.get()) is not None:
+        while (data := self.q.get()) is not None:
             try:
-                self.out.send(item)
+                self.out.send_bytes(data)
             except OSError:  # the main process is gone
                 return
 
     def send(self, item: tuple) -> None:
-        self.q.put(item)
+        self.q.put(pickle.dumps(item, pickle.HIGHEST_PROTOCOL))
 
     def close(self) -> None:
         self.q.put(None)
@@ -421,7 +423,9 @@ def _replay(settings: Settings, grammars_dir: str | None, resources: Any, ops_in
             span_sink, metric_sink = buffers  # type: ignore[assignment]
         p = Pipeline(settings, span_sink, metric_sink, grammars_dir=grammars_dir)
         if resume is not None and resume.saved is not None:
-            p.load_state(resume.saved)
+            # not the correlators': they stay idle here, and finish() would end their open
+            # sessions a second time
+            p.load_state({**resume.saved, "correlators": {}})
 
         def exported(seq: int, state: dict) -> Exported:
             return Exported(seq, state, inner[0].stats, inner[1].stats,

@@ -169,17 +169,20 @@ def _rss_kib(pid: int) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("jobs", ["1", "2"], ids=["one-process", "two-processes"])
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM],
                          ids=["kill-9", "ctrl-c", "sigterm"])
 def test_stopped_at_a_random_point_the_same_command_continues(big: Truth, otlp_http: OtlpHttpReceiver,
-                                                              tmp_path: Path, how: signal.Signals) -> None:
+                                                              tmp_path: Path, how: signal.Signals,
+                                                              jobs: str) -> None:
     """Stopped after a random number of accepted requests, then re-run as it was: the union of
     both runs' span IDs is the clean run's, the metric totals are the clean run's, and what was
-    sent twice is at most the checkpoint in flight at the stop."""
+    sent twice is at most the checkpoint in flight at the stop. With two processes the signal
+    goes to the main one, as a user's kill does: the export process ends with it."""
     seed = random.randrange(1 << 30)
     stop_after = random.Random(seed).randint(2, 50)
     env = clean_env(XDG_STATE_HOME=str(tmp_path))
-    cmd = command(big.log, otlp_http.endpoint)
+    cmd = command(big.log, otlp_http.endpoint, "--jobs", jobs)
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
     when_requests(otlp_http, stop_after, lambda: proc.poll() is None and proc.send_signal(how)).join(90)
     _, err1 = proc.communicate(timeout=60)
