@@ -103,12 +103,25 @@ def parse_jobs(value: str) -> int | None:
     return n
 
 
+def input_size(paths: list[str]) -> int:
+    """About how many bytes of log a backfill reads, for ``auto``: a .gz file as 8× its size
+    (mail logs compress 8–15×), stdin as large enough (a pipe's length is not known)."""
+    total = 0
+    for p in paths:
+        if p == "-":
+            total += AUTO_MIN_BYTES
+            continue
+        with contextlib.suppress(OSError):
+            total += os.stat(p).st_size * (8 if p.endswith(".gz") else 1)
+    return total
+
+
 def choose_jobs(requested: int | None, settings: Settings, total_bytes: int) -> int:
     """How many processes a backfill uses: 1 or 2 (see the module docstring for why not more).
 
     ``auto`` takes the second process where it pays: two cores this process may run on (its CPU
-    affinity), an input large enough to amortise starting it (stdin and .gz files count as large:
-    their size is not known), and something to export. ``--prometheus`` serves the metric series
+    affinity), an input large enough to amortise starting it (``input_size``), and something to
+    export. ``--prometheus`` serves the metric series
     from the main process, so it keeps the export there too."""
     if getattr(settings, "prometheus", None):
         return 1

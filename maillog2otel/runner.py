@@ -116,9 +116,7 @@ def run_backfill(paths: list[str], settings: Settings, *, grammars_dir: str | No
         return 2
     state_path = _state_path(paths, settings, state, use_state, sinks)
     progress = Progress(_total_bytes(paths), not settings.quiet)
-    # stdin's size is unknown: counted as large (a pipe is rarely a small test)
-    size = _total_bytes(paths) if "-" not in paths else parallel.AUTO_MIN_BYTES
-    jobs = 1 if sinks is not None else parallel.choose_jobs(jobs, settings, size)
+    jobs = 1 if sinks is not None else parallel.choose_jobs(jobs, settings, parallel.input_size(paths))
     if sinks is not None:
         span_sink, metric_sink = sinks
     elif jobs > 1:
