@@ -119,8 +119,8 @@ def input_size(paths: list[str]) -> int:
 def choose_jobs(requested: int | None, settings: Settings, total_bytes: int) -> int:
     """How many processes a backfill uses: 1 or 2 (see the module docstring for why not more).
 
-    ``auto`` takes the second process where it pays: two cores this process may run on (its CPU
-    affinity), an input large enough to amortise starting it (``input_size``), and something to
+    ``auto`` takes the second process where it pays: two idle cores this process may run on
+    (``idle_cores``), an input large enough to amortise starting it (``input_size``), and something to
     export. ``--prometheus`` serves the metric series
     from the main process, so it keeps the export there too."""
     if getattr(settings, "prometheus", None):
@@ -128,8 +128,19 @@ def choose_jobs(requested: int | None, settings: Settings, total_bytes: int) -> 
     if settings.traces.exporter == "none" and settings.metrics.exporter == "none":
         return 1  # nothing after the correlator worth a process
     if requested is None:
-        return 2 if cpus() >= 2 and total_bytes >= AUTO_MIN_BYTES else 1
+        return 2 if idle_cores() >= 2 and total_bytes >= AUTO_MIN_BYTES else 1
     return min(requested, 2)
+
+
+def idle_cores() -> float:
+    """Cores this process may use (its affinity) that nobody else is using (the load average
+    of the last minute). Two processes do ≈25 % more work in all than one (docs/scaling.md), so
+    on a machine whose other cores are busy the second process only competes with its twin:
+    measured slower there."""
+    n = cpus()
+    if n < 2 or not hasattr(os, "getloadavg"):
+        return n
+    return min(n, n - os.getloadavg()[0] + 1)  # + 1: the core this process is about to take
 
 
 class _ForwardingAggregator(Aggregator):
