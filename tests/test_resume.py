@@ -133,17 +133,19 @@ def test_collector_refusing_at_the_start_is_waited_out(real: Truth, otlp_http: O
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("jobs", ["1", "2"], ids=["one-process", "two-processes"])
 def test_collector_outage_in_the_middle_pauses_reading(big: Truth, otlp_http: OtlpHttpReceiver,
-                                                       tmp_path: Path) -> None:
-    """Down for 12 s after a few batches: reading pauses (the process stops growing), then goes on;
-    nothing is lost and nothing is sent twice."""
+                                                       tmp_path: Path, jobs: str) -> None:
+    """Down for 12 s after a few batches: reading pauses (the process stops growing; with two, the
+    main one, held by the pipe), then goes on; nothing is lost and nothing is sent twice."""
     env = clean_env(XDG_STATE_HOME=str(tmp_path))
 
     def outage() -> None:
         otlp_http.fail_until = time.monotonic() + 12
 
     when_requests(otlp_http, 5, outage)
-    proc = subprocess.Popen(command(big.log, otlp_http.endpoint), env=env, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(command(big.log, otlp_http.endpoint, "--jobs", jobs), env=env,
+                            stderr=subprocess.PIPE)
     rss = []
     while proc.poll() is None:
         if otlp_http.fail_until > time.monotonic() + 1:
@@ -204,10 +206,11 @@ def test_stopped_at_a_random_point_the_same_command_continues(big: Truth, otlp_h
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("jobs", ["1", "2"], ids=["one-process", "two-processes"])
 def test_retry_for_deadline_stops_cleanly_and_says_how_to_resume(big: Truth, otlp_http: OtlpHttpReceiver,
-                                                                 tmp_path: Path) -> None:
+                                                                 tmp_path: Path, jobs: str) -> None:
     env = clean_env(XDG_STATE_HOME=str(tmp_path))
-    cmd = command(big.log, otlp_http.endpoint, "--retry-for", "2")
+    cmd = command(big.log, otlp_http.endpoint, "--retry-for", "2", "--jobs", jobs)
 
     def down() -> None:
         otlp_http.fail_until = time.monotonic() + 3600
