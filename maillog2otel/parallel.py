@@ -1,9 +1,11 @@
 """``backfill --jobs``: the export stage in a second process, with or without a resume state.
 
-Where a full backfill's CPU goes (benchmarks/README.md, ``stages.py``, docs/scaling.md):
-reading, framing, parsing and correlating cost somewhat more than building spans, aggregating
-metrics, encoding OTLP and sending it. The cut between the two halves is the correlator's output:
-``Connection``, ``Delivery``, ``Count`` and ``MessageDone`` records, about 0.55 per Postfix line.
+Where a full backfill's CPU goes (docs/scaling.md, callgrind per process): reading, framing,
+parsing and correlating (with the span attributes and events the correlators build) cost about
+1.8× as much as building spans, aggregating metrics, encoding OTLP and sending it, in the pure
+Python build; handing the outputs over costs ≈25 % more in all, so two processes gain ≤1.27×.
+The cut between the two halves is the correlator's output: ``Connection``, ``Delivery``,
+``Count`` and ``MessageDone`` records, about 0.55 per Postfix line.
 
 The main process runs the pipeline up to the correlators (``RemotePipeline``) and, instead of
 building telemetry, appends operations to a batch in the order the serial pipeline would have
@@ -59,8 +61,8 @@ from maillog2otel.telemetry.metrics import Aggregator
 from maillog2otel.telemetry.stitch import Stitcher
 
 # auto: below this input size a second process does not pay. Starting it costs ≈0.1 s of CPU (it
-# imports and sets up the OTLP exporter; measured on a 107-line fixture), and it takes ≈30 % of
-# ≈30–45 µs per line off the main process: it pays from ≈10k lines; 4 MB is ≈30k Postfix lines
+# imports and sets up the OTLP exporter; measured on a 107-line fixture), and it takes ≈20 % of
+# ≈30–45 µs per line off the main process: it pays from ≈10–15k lines; 4 MB is ≈30k Postfix lines
 AUTO_MIN_BYTES = 4 << 20
 BATCH_OPS = 1024  # operations per message: amortises the pickling call and the pipe write
 
@@ -68,7 +70,7 @@ _OUTPUTS, _ADVANCE, _SOURCE, _CHECKPOINT, _FINISH = range(5)
 
 
 def _reducers() -> dict:
-    """The pickle fallback: records as (class, field values), ≈40 % cheaper than the default for
+    """Records pickled as (class, field values), ≈40 % cheaper than pickle's default for
     slotted dataclasses (their state goes through ``__getstate__`` and a dict of slot names)."""
     table = {}
     for cls in (Connection, Delivery, Count, MessageDone, SpanEvent):
