@@ -124,9 +124,9 @@ def backfill(
     no_state: Annotated[bool, typer.Option(
         "--no-state", help="Keep no state: an interrupted run starts again from the first line.")] = False,
     jobs: Annotated[str, typer.Option(
-        "--jobs", help="Processes: 1, 2 (spans and metrics built, encoded and sent by a second process) "
-        "or auto (2 when a second core is idle and the input is over 64 MB). The output is the same for any "
-        "value.")
+        "--jobs", help="Processes: 1, 2 (spans and metrics built, encoded and sent by a second process, "
+        "with or without --state) or auto (2 when a second core is idle and the input is over 4 MB). The "
+        "output is the same for any value.")
     ] = "auto",
 ) -> None:
     """Read logs to the end and export their traces and metrics with the logs' own timestamps.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -115,12 +116,7 @@ def run_backfill(paths: list[str], settings: Settings, *, grammars_dir: str | No
         return 2
     state_path = _state_path(paths, settings, state, use_state, sinks)
     progress = Progress(_total_bytes(paths), not settings.quiet)
-    if state_path is not None and jobs is not None and jobs > 1:
-        # the export process would hold the stitcher's and metrics' state, which a checkpoint saves
-        sys.stderr.write("maillog2otel: --jobs 2 keeps no resume state: running as one process "
-                         "(--no-state to use a second process)\n")
-    jobs = 1 if sinks is not None or state_path is not None else \
-        parallel.choose_jobs(jobs, settings, _total_bytes(paths))
+    jobs = 1 if sinks is not None else parallel.choose_jobs(jobs, settings, parallel.input_size(paths))
     if sinks is not None:
         span_sink, metric_sink = sinks
     elif jobs > 1:
@@ -130,7 +126,7 @@ def run_backfill(paths: list[str], settings: Settings, *, grammars_dir: str | No
                                             budget_s=settings.retry_budget_s, on_wait=progress.waiting)
     if state_path is not None:
         return _Resumable(paths, settings, span_sink, metric_sink, state_path, progress, grammars_dir,
-                          linger_s, checkpoint_s, checkpoint_items).run()
+                          linger_s, checkpoint_s, checkpoint_items, jobs).run()
     if jobs > 1:  # the export stage in a second process; the same output
         pipeline: Pipeline = parallel.RemotePipeline(
             settings, span_sink, metric_sink, grammars_dir=grammars_dir,  # type: ignore[arg-type]
@@ -195,7 +191,7 @@ class _Resumable:
 
     def __init__(self, paths: list[str], settings: Settings, span_sink: Sink, metric_sink: Sink,
                  state_path: str, progress: Progress, grammars_dir: str | None, linger_s: float,
-                 checkpoint_s: float, checkpoint_items: int) -> None:
+                 checkpoint_s: float, checkpoint_items: int, jobs: int = 1) -> None:
         from maillog2otel.tail import BufferedSink, _ExportGuard
 
         self.paths, self.settings, self.state_path = paths, settings, state_path
@@ -204,7 +200,8 @@ class _Resumable:
         self.spans = BufferedSink(span_sink, "spans", guard, flush_at=checkpoint_items)
         self.metrics = BufferedSink(metric_sink, "metrics", guard, flush_at=checkpoint_items)
         self.progress, self.grammars_dir, self.linger_s = progress, grammars_dir, linger_s
-        self.checkpoint_s = checkpoint_s
+        self.checkpoint_s, self.checkpoint_items, self.jobs = checkpoint_s, checkpoint_items, jobs
+        self.lock_fd: int | None = None
         self.streams = group_streams(paths)
         self.positions: list[list[int] | None] = [None] * len(self.streams)
         self.stats = SourceStats()
@@ -218,6 +215,7 @@ class _Resumable:
         lock = statefile.StateLock(self.state_path, "backfill")
         try:
             lock.acquire()
+            self.lock_fd = lock.fd
             saved = statefile.load(self.state_path, "backfill")
             inputs = [[resume.identify(p) for p in s] for s in self.streams]
             notes: list[str] = []
@@ -243,11 +241,29 @@ class _Resumable:
         self.streams = [by_first[files[0]["path"]] for files in saved]
 
     def _run(self, saved: dict | None, notes: list[str]) -> int:
+        settings = self.settings
+        if self.jobs > 1:  # the export stage and its half of each checkpoint in a second process
+            remote = parallel.RemotePipeline(
+                settings, *self.inner, grammars_dir=self.grammars_dir,  # type: ignore[arg-type]
+                resources=_resources(settings),
+                resume=parallel.Resume(saved["pipeline"] if saved is not None else None,
+                                       self.checkpoint_items, self.lock_fd))
+            remote.on_checkpoint = self._saved
+            pipeline: Pipeline = remote
+        else:
+            pipeline = Pipeline(settings, self.spans, self.metrics,  # type: ignore[arg-type]
+                                grammars_dir=self.grammars_dir)
+        self.pipeline = pipeline
+        try:
+            return self._read(saved, notes)
+        finally:
+            _stop_export(pipeline)
+
+    def _read(self, saved: dict | None, notes: list[str]) -> int:
         from maillog2otel import resume
 
-        settings = self.settings
-        pipeline = self.pipeline = Pipeline(settings, self.spans, self.metrics,  # type: ignore[arg-type]
-                                            grammars_dir=self.grammars_dir)
+        settings, pipeline = self.settings, self.pipeline
+        remote = pipeline if isinstance(pipeline, parallel.RemotePipeline) else None
         framers = None
         if saved is not None:
             pipeline.load_state(saved["pipeline"])
@@ -286,7 +302,13 @@ class _Resumable:
                     feed(rec)
                 positions[si] = [fi, offset]
                 if not n & 0x3FF:
-                    due = self.spans.full or self.metrics.full or time.monotonic() - last >= self.checkpoint_s
+                    if remote is not None:  # checkpoints done meanwhile are saved now
+                        remote.poll()
+                        due = remote.checkpoint_due or (
+                            not remote.checkpoint_pending and time.monotonic() - last >= self.checkpoint_s)
+                    else:
+                        due = self.spans.full or self.metrics.full or \
+                            time.monotonic() - last >= self.checkpoint_s
                     if due and resume.resumable(pipeline):
                         self._checkpoint()
                         last = time.monotonic()
@@ -322,7 +344,7 @@ class _Resumable:
         for err in self.stats.errors:
             sys.stderr.write(f"maillog2otel: {err}\n")
             code = code or 1
-        rejected = self.spans.rejected + self.metrics.rejected
+        rejected = remote.rejected if remote is not None else self.spans.rejected + self.metrics.rejected
         if code == 0:
             from maillog2otel import state as statefile
 
@@ -352,9 +374,23 @@ class _Resumable:
             "counters": resume.save_counters(self.pipeline.counters, self.stats),
             "pipeline": snapshot,
         }
+        if isinstance(self.pipeline, parallel.RemotePipeline):
+            # the export process completes the state and exports; _saved writes the file then.
+            # Until then this process goes on: its half is copied now, as the file would hold it
+            # (a correlator's state may share objects it keeps changing)
+            if self.ops.exporter is not None:
+                self.ops.exporter.flush()
+            self.pipeline.checkpoint(json.loads(json.dumps(doc, ensure_ascii=False)))
+            return
         self._flush()
         if self.ops.exporter is not None:  # log records held for their span's IDs go now
             self.ops.exporter.flush()
+        self._saved(doc)
+
+    def _saved(self, doc: dict, _done: object = None) -> None:
+        """Everything before the checkpoint of ``doc`` is exported: its state replaces the file."""
+        from maillog2otel import state as statefile
+
         self.checkpoints += 1
         doc["exported"] = self._exported()
         doc["checkpoints"] = self.checkpoints

@@ -102,23 +102,98 @@ def test_bad_jobs_value(value: str) -> None:
     assert "--jobs" in proc.stderr.decode()
 
 
-def test_resume_state_runs_as_one_process(tmp_path: Path) -> None:
-    """--jobs 2 with a resume state: one process, said so, and the spans of a --jobs 1 run (a
-    resumable run exports at its checkpoints, so its requests are cut differently)."""
-    log = FIXTURES / "postfix" / "port-logging.log"
+def content(receiver: OtlpHttpReceiver) -> tuple[list[bytes], list[bytes]]:
+    """Every span and every metric point sent, each with its resource and scope (and metric),
+    sorted: what a run exported, whatever requests it was cut into."""
+    spans, points = [], []
+    for req in receiver.received.traces:
+        for rs in req.resource_spans:
+            for ss in rs.scope_spans:
+                head = rs.resource.SerializeToString() + ss.scope.SerializeToString()
+                spans.extend(head + sp.SerializeToString() for sp in ss.spans)
+    for req in receiver.received.metrics:
+        for rm in req.resource_metrics:
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    kind = m.WhichOneof("data")
+                    head = (rm.resource.SerializeToString() + sm.scope.SerializeToString()
+                            + m.name.encode() + m.description.encode() + m.unit.encode() + kind.encode())
+                    points.extend(head + dp.SerializeToString() for dp in getattr(m, kind).data_points)
+    return sorted(spans), sorted(points)
 
-    def span_ids(*opts: str) -> list[bytes]:
+
+def resumable_export(paths: list[Path], jobs: str, state: Path, *extra: str) -> tuple[tuple, str]:
+    receiver = OtlpHttpReceiver()
+    try:
+        proc = run_cli("backfill", "--state", str(state), "--jobs", jobs, "--timezone", "UTC", "--year",
+                       "2026", "--hostname", "mx", *extra, *map(str, paths),
+                       env=clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint))
+        assert proc.returncode == 0, proc.stderr.decode()
+        assert not state.exists()  # complete: removed
+        return content(receiver), proc.stderr.decode()
+    finally:
+        receiver.close()
+
+
+def resume_summary(stderr: str) -> list[str]:
+    """The summary without timing and without the number of checkpoints (when they fall depends
+    on how far the export has got, which --jobs changes)."""
+    return [line for line in summary(stderr) if "checkpoints" not in line]
+
+
+@pytest.mark.parametrize("name", sorted(SETS))
+def test_same_export_for_any_jobs_with_a_resume_state(name: str, tmp_path: Path) -> None:
+    """With a resume state (the default of a backfill exporting over OTLP) a second process builds,
+    exports and checkpoints: every span and point is the one process's (requests are cut at the
+    checkpoints, whose times differ)."""
+    one, err1 = resumable_export(SETS[name], "1", tmp_path / "s1.json")
+    assert one[0] or one[1]
+    two, err2 = resumable_export(SETS[name], "2", tmp_path / "s2.json")
+    assert two == one
+    assert resume_summary(err2) == resume_summary(err1)
+
+
+def test_resume_state_with_two_jobs_on_a_generated_log(tmp_path: Path) -> None:
+    """Many checkpoints (one per 1,000 spans or points, in-process to set that): each is saved by
+    the main process once the export process has exported what came before it; the same spans and
+    points as one process."""
+    from maillog2otel.config import build_settings
+    from maillog2otel.runner import run_backfill
+
+    log = tmp_path / "postfix.log"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "generate.py"), "--mta", "postfix", "--lines",
+                    "30000", "--out", str(log)], check=True, capture_output=True)
+    got = {}
+    for jobs in (1, 2):
         receiver = OtlpHttpReceiver()
         try:
-            proc = run_cli("backfill", *opts, "--timezone", "UTC", "--year", "2026", "--hostname", "mx",
-                           str(log), env=clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint))
-            assert proc.returncode == 0, proc.stderr.decode()
-            if "--state" in opts:
-                assert "keeps no resume state: running as one process" in proc.stderr.decode()
-            return sorted(sp.span_id for req in receiver.received.traces for rs in req.resource_spans
-                          for ss in rs.scope_spans for sp in ss.spans)
+            settings = build_settings(env=clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint),
+                                      timezone="UTC", quiet=True)
+            state = tmp_path / f"s{jobs}.json"
+            assert run_backfill([str(log)], settings, state=str(state), checkpoint_items=1000, jobs=jobs) == 0
+            assert not state.exists()
+            got[jobs] = content(receiver)
+            assert len(receiver.received.traces) >= 10
         finally:
             receiver.close()
+    assert got[2] == got[1]
 
-    ids = span_ids("--jobs", "2", "--state", str(tmp_path / "s.json"))
-    assert ids and ids == span_ids("--no-state", "--jobs", "1")
+
+def test_auto_takes_a_second_process_only_where_it_pays(monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto: two usable idle cores, an input past the start-up cost, something exported; --jobs N
+    is taken as given (at most 2)."""
+    from maillog2otel import parallel
+    from maillog2otel.config import build_settings
+
+    otlp = build_settings(env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"})
+    nothing = build_settings(env={}, exporter="none")
+    big, small = parallel.AUTO_MIN_BYTES, parallel.AUTO_MIN_BYTES - 1
+    monkeypatch.setattr(parallel, "idle_cores", lambda: 2.0)  # the machine's state, as a test's input
+    assert parallel.choose_jobs(None, otlp, big) == 2
+    assert parallel.choose_jobs(None, otlp, small) == 1
+    assert parallel.choose_jobs(None, nothing, big) == 1
+    assert parallel.choose_jobs(1, otlp, big) == 1
+    assert parallel.choose_jobs(3, otlp, small) == 2
+    monkeypatch.setattr(parallel, "idle_cores", lambda: 1.4)  # the other core busy
+    assert parallel.choose_jobs(None, otlp, big) == 1
+    assert parallel.choose_jobs(2, otlp, big) == 2  # asked for: the output is the same anyway

@@ -133,17 +133,19 @@ def test_collector_refusing_at_the_start_is_waited_out(real: Truth, otlp_http: O
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("jobs", ["1", "2"], ids=["one-process", "two-processes"])
 def test_collector_outage_in_the_middle_pauses_reading(big: Truth, otlp_http: OtlpHttpReceiver,
-                                                       tmp_path: Path) -> None:
-    """Down for 12 s after a few batches: reading pauses (the process stops growing), then goes on;
-    nothing is lost and nothing is sent twice."""
+                                                       tmp_path: Path, jobs: str) -> None:
+    """Down for 12 s after a few batches: reading pauses (the process stops growing; with two, the
+    main one, held by the pipe), then goes on; nothing is lost and nothing is sent twice."""
     env = clean_env(XDG_STATE_HOME=str(tmp_path))
 
     def outage() -> None:
         otlp_http.fail_until = time.monotonic() + 12
 
     when_requests(otlp_http, 5, outage)
-    proc = subprocess.Popen(command(big.log, otlp_http.endpoint), env=env, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(command(big.log, otlp_http.endpoint, "--jobs", jobs), env=env,
+                            stderr=subprocess.PIPE)
     rss = []
     while proc.poll() is None:
         if otlp_http.fail_until > time.monotonic() + 1:
@@ -169,17 +171,20 @@ def _rss_kib(pid: int) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("jobs", ["1", "2"], ids=["one-process", "two-processes"])
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM],
                          ids=["kill-9", "ctrl-c", "sigterm"])
 def test_stopped_at_a_random_point_the_same_command_continues(big: Truth, otlp_http: OtlpHttpReceiver,
-                                                              tmp_path: Path, how: signal.Signals) -> None:
+                                                              tmp_path: Path, how: signal.Signals,
+                                                              jobs: str) -> None:
     """Stopped after a random number of accepted requests, then re-run as it was: the union of
     both runs' span IDs is the clean run's, the metric totals are the clean run's, and what was
-    sent twice is at most the checkpoint in flight at the stop."""
+    sent twice is at most the checkpoint in flight at the stop. With two processes the signal
+    goes to the main one, as a user's kill does: the export process ends with it."""
     seed = random.randrange(1 << 30)
     stop_after = random.Random(seed).randint(2, 50)
     env = clean_env(XDG_STATE_HOME=str(tmp_path))
-    cmd = command(big.log, otlp_http.endpoint)
+    cmd = command(big.log, otlp_http.endpoint, "--jobs", jobs)
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
     when_requests(otlp_http, stop_after, lambda: proc.poll() is None and proc.send_signal(how)).join(90)
     _, err1 = proc.communicate(timeout=60)
@@ -201,10 +206,11 @@ def test_stopped_at_a_random_point_the_same_command_continues(big: Truth, otlp_h
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("jobs", ["1", "2"], ids=["one-process", "two-processes"])
 def test_retry_for_deadline_stops_cleanly_and_says_how_to_resume(big: Truth, otlp_http: OtlpHttpReceiver,
-                                                                 tmp_path: Path) -> None:
+                                                                 tmp_path: Path, jobs: str) -> None:
     env = clean_env(XDG_STATE_HOME=str(tmp_path))
-    cmd = command(big.log, otlp_http.endpoint, "--retry-for", "2")
+    cmd = command(big.log, otlp_http.endpoint, "--retry-for", "2", "--jobs", jobs)
 
     def down() -> None:
         otlp_http.fail_until = time.monotonic() + 3600
