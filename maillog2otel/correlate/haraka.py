@@ -141,7 +141,7 @@ class HarakaCorrelator:
         if f.get("origin") == "outbound" or ev.rule in _OUTBOUND_RULES or uuid.count(".") >= 2:
             first = len(out)
             self.outbound.feed(ev, out)
-            if len(out) > first:
+            if len(out) > first and self.s.span_events:  # only the stitcher reads it: no spans, no stitcher
                 self._mark_pending(out, first)
             return
         handler = self._handlers.get(ev.rule)
