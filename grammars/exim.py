@@ -135,7 +135,23 @@ _CONVERT = {"S": _int_or_text, "M8S": _int_or_text, "D": seconds, "DT": seconds,
             "I": _interface}
 
 
+# Whole tag regions repeat too: a connection line's `` I=[192.0.2.1]:25``, a router and transport
+# pair, ``DT=0s``. Cleared when full, so a log of unique regions costs one lookup per region.
+_REGIONS: dict[str, dict[str, Any]] = {}
+
+
 def tags(text: str) -> dict[str, Any]:
+    """A tag region -> dict (``_read_tags``), remembered. Each call gets its own dict; the ``H``
+    and ``I`` dicts inside it may be shared with other lines' (nothing changes them)."""
+    got = _REGIONS.get(text)
+    if got is None:
+        if len(_REGIONS) >= _CACHE_MAX:
+            _REGIONS.clear()
+        got = _REGIONS[text] = _read_tags(text)
+    return got.copy()
+
+
+def _read_tags(text: str) -> dict[str, Any]:
     """A tag region -> dict: quotes and angle brackets removed, ``H``/``I`` as dicts, ``S`` as int,
     durations as seconds, bare flags as True. A repeated tag keeps its first value.
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import pyparsing as pp
 
-from .common import Rule, as_float, as_int, lit, many, opt, rx, seq
+from .common import Rule, as_float, as_int, lit, many, memo, opt, rx, seq
 
 MTA = "haraka"
 
@@ -190,8 +190,11 @@ def addr(name: str) -> Any:
     return seq("<", rx(r"[^<>]*", name), ">")
 
 
-KV = opt(" ", rx(r".*", "kv", kv_haraka))
-KV_REQ = rx(r"[A-Za-z_][\w.-]*=.*", "kv", kv_haraka)  # at least one pair
+# A log repeats its pair lists (``code=CONT msg=""``, one plugin's hook results): remembered, each
+# line given its own dict
+_kv_lines = memo(kv_haraka)
+KV = opt(" ", rx(r".*", "kv", _kv_lines))
+KV_REQ = rx(r"[A-Za-z_][\w.-]*=.*", "kv", _kv_lines)  # at least one pair
 TEXT = rx(r".*", "text")
 
 RULES: list[Rule] = [

@@ -600,9 +600,10 @@ def test_notice_level_leaves_undecided_what_it_cannot_tell(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("refused", ["", "sender", "recipient", "message", "queue"])
 def test_without_span_events_the_metrics_inputs_are_the_same(refused: str) -> None:
-    """With no span exported the connection is built without its events; what metrics read (hook
-    counts, times, and every count in the same order) must not change, refusals included: each
-    variant makes one kind of line of the fixture a refusal."""
+    """With no span exported the connection is built without its events and a delivery without its
+    attributes; what metrics read (hook counts, times, results, and every count in the same order)
+    and the IDs (--logs' records carry them) must not change, refusals included: each variant makes
+    one kind of line of the fixture a refusal."""
     word = re.compile(rf"(\] {refused} .*code=)(?:CONT|OK)\b") if refused else None
     for name in SETS:
         lines = (FIX / f"{name}.log").read_text().splitlines()
@@ -615,11 +616,13 @@ def test_without_span_events_the_metrics_inputs_are_the_same(refused: str) -> No
 
         def view(outs: list[Any]) -> list[Any]:
             return [(o.start_ns, o.end_ns, o.commands, o.auth, o.duration_known) if isinstance(o, Connection)
-                    else o for o in outs]
+                    else (o.host, o.trace_id, o.span_id, o.parent_span_id, o.end_ns, o.result, o.error,
+                          o.counted) if isinstance(o, Delivery) else o for o in outs]
 
         assert view(lean) == view(full), name
         assert lc.stats.counts == fc.stats.counts
         assert all(o.events == [] for o in lean if isinstance(o, Connection))
+        assert all(o.attrs == {} for o in lean if isinstance(o, Delivery))
         # at PROTOCOL the S: reply decides, not the rewritten code; the AUTH set's other lines refuse nothing
         if refused and name != "auth-protocol":
             assert any(isinstance(o, Count) and o.result == "rejected" for o in full), name

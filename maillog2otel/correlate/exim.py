@@ -123,11 +123,16 @@ class EximCorrelator:
             h[rule] = self._session_note
         h.update(self.book.handlers)
         # _due runs on nearly every line (each new millisecond) and usually finds nothing: it peeks
-        # at the heads of these directly instead of through the Table/Grace methods
+        # at the heads of these directly (live value views, made once) instead of through the
+        # Table/Grace methods
         self._closing_q = self.closing._q
         self._synthetic_d = self.synthetic._d
         self._sessions_d = self.sessions._d
-        self._messages_d = self.book.table._d
+        self._synthetic_v = self._synthetic_d.values()
+        self._sessions_v = self._sessions_d.values()
+        self._messages_v = self.book.table._d.values()
+        self._idle_ns = self.s.session_idle_ns
+        self._retention_ns = self.s.message_retention_ns
 
     # --- pipeline interface --------------------------------------------------------------
 
@@ -168,18 +173,18 @@ class EximCorrelator:
         if q and q[0][0] <= now:
             for s in self.closing.due(now):
                 out.append(self._emit(s))
-        d = self._synthetic_d
-        while d and now - (s := next(iter(d.values()))).last_ns > SYNTHETIC_IDLE_NS:
+        v = self._synthetic_v
+        while v and now - (s := next(iter(v))).last_ns > SYNTHETIC_IDLE_NS:
             self.synthetic.pop(s.key)
             out.append(self._emit(s))
-        d = self._sessions_d
-        while d and now - (s := next(iter(d.values()))).last_ns > self.s.session_idle_ns:
+        v = self._sessions_v
+        while v and now - (s := next(iter(v))).last_ns > self._idle_ns:
             self.sessions.pop(s.key)
             s.error = s.error or "session idle: no close logged"
             self.stats.bump("session_idle")
             out.append(self._emit(s))
-        d = self._messages_d
-        if d and now - next(iter(d.values())).last_ns > self.s.message_retention_ns:
+        v = self._messages_v
+        if v and now - next(iter(v)).last_ns > self._retention_ns:
             self.book.expire(now)
 
     def finish(self) -> list[Output]:
@@ -229,9 +234,18 @@ class EximCorrelator:
             s = self.by_pid.get((host, pid))
             if s is not None and ((ip and s.ip and ip != s.ip) or (port and s.port and port != s.port)):
                 s = None  # a reused pid
-        if s is None and ip is not None:  # an open session before one that closed (no port: heuristic)
-            group = [c for c in self.by_addr.get((host, ip, port), ()) if c.pid in (None, pid)]
-            s = next((c for c in group if not c.closed), group[0] if group else None)
+        if s is None and ip is not None and (group := self.by_addr.get((host, ip, port))):
+            # an open session of that pid (or none yet) before one that closed (no port: heuristic)
+            first = None
+            for c in group:
+                if c.pid is None or c.pid == pid:
+                    if not c.closed:
+                        s = c
+                        break
+                    if first is None:
+                        first = c
+            else:
+                s = first
         if s is None and create and (ip is not None or user is not None):
             s = self._synthetic(ev, h, user, pid, id_pid(msgid) if msgid else None)
         if s is None:

@@ -93,14 +93,17 @@ class MessageBook:
             return
         tags = f["tags"]
         rcpt = f.get("original") or f["address"]
+        if msg.txn is not None and rcpt not in msg.txn.accepted:
+            msg.txn.accepted.append(rcpt)
+        if not self.s.span_events:
+            out.append(self._bare(msg, ev, rcpt, "delivered"))
+            return
         attrs = self._attrs(f, tags, rcpt)
         attrs["exim.flag"] = f["flag"]
         response = str(tags.get("C", ""))
         attrs["smtp.response"] = response
         if nxt := next_hop_queue_id(response):
             attrs["smtp.next_hop.queue_id"] = nxt
-        if msg.txn is not None and rcpt not in msg.txn.accepted:
-            msg.txn.accepted.append(rcpt)
         out.append(self._span(msg, ev, rcpt, "delivered", attrs))
 
     def failure(self, ev: Event, out: list[Output]) -> None:
@@ -109,6 +112,9 @@ class MessageBook:
             return
         f = ev.fields
         rcpt = f.get("original") or f["address"]
+        if not self.s.span_events:
+            out.append(self._bare(msg, ev, rcpt, "bounced", f.get("message") or "bounced"))
+            return
         attrs = self._attrs(f, {**f["tags"], **({"DT": f["DT"]} if "DT" in f else {})}, rcpt)
         attrs["smtp.response"] = f.get("message", "")
         out.append(self._span(msg, ev, rcpt, "bounced", attrs, error=attrs["smtp.response"] or "bounced"))
@@ -123,6 +129,9 @@ class MessageBook:
         if msg is None:
             return
         rcpt = f.get("original") or f["address"]
+        if not self.s.span_events:
+            out.append(self._bare(msg, ev, rcpt, "deferred"))
+            return
         attrs = self._attrs(f, {**f["tags"], **f["tags2"]}, rcpt)
         attrs["smtp.response"] = text
         attrs["exim.errno"] = f["errno"]
@@ -192,6 +201,19 @@ class MessageBook:
         pending = s is not None and not s.emitted and msg.parent_span_id == s.span_id
         return Delivery(MTA, msg.host, msg.trace_id, span_id, msg.parent_span_id, min(start, ts), ts, result,
                         attrs, error, parent_pending=pending)
+
+    def _bare(self, msg: Message, ev: Event, rcpt: str, result: str, error: str | None = None) -> Delivery:
+        """``_span`` when no span is exported (metrics only): the same IDs (for --logs' records) and
+        result, none of the attributes; metrics read the host, result and time."""
+        ts = ev.record.ts_ns
+        msg.attempts += 1
+        msg.host_note = None
+        span_id = span_id_for(f"{msg.trace_id.hex()}|{msg.msgid}|{rcpt}|{ts}|{result}|{msg.attempts}")
+        ev.ctx = (msg.trace_id, span_id)
+        s = msg.session
+        pending = s is not None and not s.emitted and msg.parent_span_id == s.span_id
+        return Delivery(MTA, msg.host, msg.trace_id, span_id, msg.parent_span_id, ts, ts, result, {}, error,
+                        parent_pending=pending)
 
     # --- state across restarts ----------------------------------------------------------------
 

@@ -147,10 +147,6 @@ def _command_counts(text: str) -> dict[str, int]:
     return counts
 
 
-def _order(e: SpanEvent) -> tuple[int, int]:
-    return e.ts_ns, _ORDER.get(e.name, 9)
-
-
 _EXTRA = "exim.extra."
 _COMMAND_ATTR = {name: f"smtp.command.{name}" for name in (
     "connect", "helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "rset", "quit", "noop")}
@@ -230,7 +226,8 @@ def build_connection(s: Session, with_events: bool = True) -> Connection:
             events.append(SpanEvent("smtp.queue_ok", t.queued_ns, {
                 "smtp.queue_id": t.msgid, "smtp.queue_msg": f"250 OK id={t.msgid}"}))
     # commands only rejection lines prove (EximCorrelator._count); k[:11] == is startswith without the call
-    extra = {k[11:]: a.pop(k) for k in [k for k in a if k[:11] == _EXTRA]}
+    extra_keys = [k for k in a if k[:11] == _EXTRA]
+    extra = {k[11:]: a.pop(k) for k in extra_keys} if extra_keys else {}
     if s.command_list is None:
         for name, seen in (("mail", mails), ("rcpt", rcpts), ("data", datas), ("rset", rsets)):
             if n := seen + extra.pop(name, 0):
@@ -249,7 +246,11 @@ def build_connection(s: Session, with_events: bool = True) -> Connection:
         a["exim.reconstructed"] = "partial"
         a["smtp.connection.inferred"] = True
     if with_events:
-        events.sort(key=_order)
+        # by time, then SMTP's order (_ORDER); stable: the keys made in one pass, not a call per event
+        order = _ORDER.get
+        keyed = [(e.ts_ns, order(e.name, 9), i, e) for i, e in enumerate(events)]
+        keyed.sort()
+        events = [k[3] for k in keyed]
     end = max(s.end_ns or s.last_ns, start)
     c = Connection(MTA, s.host, s.trace_id, s.span_id, start, end, a, events, s.error, commands)
     c.auth = s.auth  # the session is done with it

@@ -141,7 +141,7 @@ class HarakaCorrelator:
         if f.get("origin") == "outbound" or ev.rule in _OUTBOUND_RULES or uuid.count(".") >= 2:
             first = len(out)
             self.outbound.feed(ev, out)
-            if len(out) > first:
+            if len(out) > first and self.s.span_events:  # only the stitcher reads it: no spans, no stitcher
                 self._mark_pending(out, first)
             return
         handler = self._handlers.get(ev.rule)
@@ -381,17 +381,19 @@ class HarakaCorrelator:
             c.hook_lines[hook] = c.hook_lines.get(hook, 0) + 1
         if c.auth_secret and kv.get("params") == c.auth_secret:
             ev.fields["secret"] = c.auth_secret
-        if not c.protocol and auth_hook(kv):  # PROTOCOL: the C:/S: lines tell AUTH exactly
+        # PROTOCOL: the C:/S: lines tell AUTH exactly
+        if hook == "unrecognized_command" and not c.protocol and auth_hook(kv):
             info_step(c.auth, c.auth_failing, ts, kv.get("params", ""))
             c.auth_failing = False
-        t = self._txn(c, ev)
         if hook in ("helo", "ehlo") and c.debug_helos and not c.debug_helos[-1][1]:
             c.debug_helos[-1][1] = kv.get("params", "")
-        if hook == "rcpt" and retval == "OK" and t is not None:
-            t.hook_ok.append(kv.get("params", "").strip("<>"))
-        elif hook in ("queue", "queue_outbound") and t is not None:
-            t.queue.append([ts, retval, kv.get("msg", "")])
-            t.outbound = t.outbound or hook == "queue_outbound"
+        if hook == "rcpt" and retval == "OK":
+            if (t := self._txn(c, ev)) is not None:
+                t.hook_ok.append(kv.get("params", "").strip("<>"))
+        elif hook in ("queue", "queue_outbound"):
+            if (t := self._txn(c, ev)) is not None:
+                t.queue.append([ts, retval, kv.get("msg", "")])
+                t.outbound = t.outbound or hook == "queue_outbound"
         elif REPLY.get(retval, 250) >= 400 and hook not in ("mail", "rcpt", "rcpt_ok", "data_post", "queue",
                                                             "queue_outbound"):
             # refusals of the later commands have their own lines; these (connect, helo…) do not

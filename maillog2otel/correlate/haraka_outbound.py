@@ -257,7 +257,7 @@ class Outbound:
     def _delivered(self, item: Item, ev: Event, out: list[Output]) -> None:
         kv, ts, host = ev.fields["kv"], ev.record.ts_ns, ev.record.host
         item.domain = item.domain or kv.get("domain") or None
-        relay = self._relay(kv)
+        relay = self._relay(kv) if self.s.span_events else {}
         ok = _counts(kv.get("rcpts", ""))[0]
         rcpts = self._recipients(item, host)
         if rcpts is not None:
@@ -344,6 +344,12 @@ class Outbound:
         host, ts = ev.record.host, ev.record.ts_ns
         msg = self.messages.get((host, item.msg))
         assert msg is not None  # _item made it
+        if not self.s.span_events:  # metrics only: no span, so none of its attributes (metrics read the
+            # host, result and time); the IDs stay, for --logs' records
+            span_id = span_id_for(f"{msg.trace_id.hex()}|{item.key}|{rcpt}|{ts}|{result}|{item.attempt}")
+            ev.ctx = (msg.trace_id, span_id)
+            return Delivery(MTA, host, msg.trace_id, span_id, msg.parent_span_id, ts, ts, result, {},
+                            response if result == "bounced" else None, counted=False)
         origin = "bounce" if msg.origin == "local" and msg.mail_from == "" else msg.origin  # null sender
         attrs: dict[str, Any] = {"mta.name": MTA, "smtp.queue_id": msg.key, "haraka.queue_item": item.key,
                                  "smtp.result": result, "smtp.response": response,
