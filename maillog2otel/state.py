@@ -142,7 +142,31 @@ class StateLock:
 
 
 def remove(path: str) -> None:
-    """A finished backfill's state: gone, so the same command later reads everything again."""
+    """A finished backfill's state: gone, so the same command later reads everything again. That
+    includes the half-written copy of a run killed while it saved (``save``'s temporary file, named
+    after the dead process): nothing reads it, and it would lie beside the state for ever."""
+    directory, name = os.path.split(os.path.abspath(path))
+    prefix = f".{name}."
+    with contextlib.suppress(OSError):
+        for entry in os.listdir(directory):
+            if entry.startswith(prefix) and entry.endswith(".tmp") and _dead(entry[len(prefix):-4]):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(directory, entry))
     for p in (path, path + ".lock"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(p)
+
+
+def _dead(pid: str) -> bool:
+    """Whether the process of a temporary file's name is gone (another may still be writing)."""
+    if not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False

@@ -8,6 +8,8 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -322,3 +324,21 @@ def test_rejected_batches_are_counted_not_retried() -> None:
         assert len(receiver.received.spans()) == 1 and not ok.pending()
     finally:
         receiver.close()
+
+
+def test_remove_takes_a_killed_runs_half_written_copy_too(tmp_path: Path) -> None:
+    """A run killed while saving leaves ``.<state>.<pid>.tmp``: the finished run that removes the
+    state removes it too, but not the copy a live process is still writing."""
+    from maillog2otel import state as statefile
+
+    path = tmp_path / "backfill.json"
+    statefile.save(str(path), {"x": 1}, kind="backfill")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".backfill.json.{dead.pid}.tmp"
+    live = tmp_path / f".backfill.json.{os.getppid()}.tmp"
+    other = tmp_path / f".other.json.{dead.pid}.tmp"
+    for p in (stale, live, other):
+        p.write_text("{")
+    statefile.remove(str(path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
