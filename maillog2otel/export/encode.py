@@ -210,9 +210,10 @@ def _any(v: Any) -> bytes:
 
 
 # Attribute encodings, cached per container field (the field's tag byte is part of the bytes kept):
-# (key, value) -> the whole field (tag, length, KeyValue), for str and int values. A str never
-# equals an int, and bools (kept apart, per key) and floats (not kept) never go in, so True and 1, or
-# 1 and 1.0, cannot be confused. A key that has shown _VALUES_PER_KEY distinct values is
+# (key, value) -> the whole field (tag, length, KeyValue), for str and int values, and apart from
+# them for floats. A str never equals an int, and bools (kept apart, per key) and floats (their own
+# table; 0.0 and -0.0, equal but not the same bytes, never kept) never go in with them, so True and
+# 1, or 1 and 1.0, cannot be confused. A key that has shown _VALUES_PER_KEY distinct values is
 # high-cardinality (addresses, queue IDs, ports): its new values are encoded each time and not kept.
 # Bounded: _VALUES_TOTAL entries in all (then every cache starts again), _KEYS_MAX keys.
 _KEYS_MAX = 4096
@@ -221,22 +222,25 @@ _VALUES_TOTAL = 50_000
 
 
 class _AttributeCache:
-    __slots__ = ("bools", "distinct", "high_cardinality", "kept", "key_fields", "kvs")
+    __slots__ = ("bools", "distinct", "floats", "high_cardinality", "kept", "key_fields", "kvs")
 
     def __init__(self) -> None:
         self.kvs: dict[bytes, dict[tuple[str, Any], bytes]] = {}  # tag -> (key, value) -> field
+        self.floats: dict[bytes, dict[tuple[str, float], bytes]] = {}  # the same for float values
         self.bools: dict[bytes, dict[str, tuple[bytes, bytes]]] = {}  # tag -> key -> (False, True) fields
         self.key_fields: dict[str, bytes] = {}
         self.distinct: dict[str, int] = {}  # key -> values kept
         self.high_cardinality: set[str] = set()
         self.kept = 0
 
-    def for_tag(self, tag: bytes) -> tuple[dict[tuple[str, Any], bytes], dict[str, tuple[bytes, bytes]]]:
+    def for_tag(self, tag: bytes) -> tuple[dict[tuple[str, Any], bytes], dict[str, tuple[bytes, bytes]],
+                                           dict[tuple[str, float], bytes]]:
         kvs = self.kvs.get(tag)
         if kvs is None:
             kvs = self.kvs[tag] = {}
             self.bools[tag] = {}
-        return kvs, self.bools[tag]
+            self.floats[tag] = {}
+        return kvs, self.bools[tag], self.floats[tag]
 
     def key_field(self, k: str) -> bytes:
         """KeyValue.key = 1, serialized (nothing for the empty key)."""
@@ -249,7 +253,9 @@ class _AttributeCache:
 
     def new(self, tag: bytes, cache: dict[tuple[str, Any], bytes], k: str, v: str | int) -> bytes:
         """Encode attribute (k, v), v a str or an int, and keep it unless k is high-cardinality."""
-        key = self.key_field(k)
+        key = self.key_fields.get(k)
+        if key is None:
+            key = self.key_field(k)
         # KeyValue.value = 2: AnyValue.string_value = 1 or int_value = 3
         if type(v) is str:
             vb = v.encode()
@@ -262,20 +268,32 @@ class _AttributeCache:
         else:
             b = _field(tag, key + _field(b"\x12", b"\x18" + _int64(v)))  # type: ignore[arg-type]
         if k not in self.high_cardinality:
-            n = self.distinct.get(k, 0)
-            if n >= _VALUES_PER_KEY:
-                if len(self.high_cardinality) < _KEYS_MAX:
-                    self.high_cardinality.add(k)
-                return b
-            if self.kept >= _VALUES_TOTAL:
-                for c in self.kvs.values():
-                    c.clear()
-                self.distinct.clear()
-                self.kept = n = 0
-            cache[(k, v)] = b
-            self.distinct[k] = n + 1
-            self.kept += 1
+            self._keep(cache, (k, v), b)
         return b
+
+    def new_float(self, tag: bytes, cache: dict[tuple[str, float], bytes], k: str, v: float) -> bytes:
+        b = _field(tag, self.key_field(k) + b"\x12\x09" + _pack_td(0x21, v))  # double_value = 4
+        if v != 0.0 and k not in self.high_cardinality:  # 0.0 == -0.0: neither is kept
+            self._keep(cache, (k, v), b)
+        return b
+
+    def _keep(self, cache: dict, kv: tuple[str, Any], b: bytes) -> None:
+        k = kv[0]
+        n = self.distinct.get(k, 0)
+        if n >= _VALUES_PER_KEY:
+            if len(self.high_cardinality) < _KEYS_MAX:
+                self.high_cardinality.add(k)
+            return
+        if self.kept >= _VALUES_TOTAL:
+            for c in self.kvs.values():
+                c.clear()
+            for c in self.floats.values():
+                c.clear()
+            self.distinct.clear()
+            self.kept = n = 0
+        cache[kv] = b
+        self.distinct[k] = n + 1
+        self.kept += 1
 
     def bool_pair(self, tag: bytes, bools: dict[str, tuple[bytes, bytes]], k: str) -> tuple[bytes, bytes]:
         key = self.key_field(k)
@@ -291,25 +309,35 @@ _ATTRS = _AttributeCache()
 
 def _attrs(attrs: Mapping[str, Any], tag: bytes, out: list[bytes]) -> None:
     """Append each attribute (None values left out) as field ``tag`` holding a KeyValue."""
-    cache, bools = _ATTRS.for_tag(tag)
-    append = out.append
-    for k, v in attrs.items():
+    cache, bools, floats = _ATTRS.for_tag(tag)
+    _put_attrs(attrs, tag, cache, bools, floats, out.append)
+
+
+def _put_attrs(attrs: Mapping[str, Any], tag: bytes, cache: dict[tuple[str, Any], bytes],
+               bools: dict[str, tuple[bytes, bytes]], floats: dict[tuple[str, float], bytes],
+               append: Any) -> None:
+    # the items' own (key, value) tuples are the cache keys: no tuple is built per attribute
+    get = cache.get
+    for kv in attrs.items():
+        v = kv[1]
         t = type(v)
         if t is str or t is int:
-            b = cache.get((k, v))
+            b = get(kv)
             if b is None:
-                b = _ATTRS.new(tag, cache, k, v)
+                b = _ATTRS.new(tag, cache, kv[0], v)
         elif v is None:
             continue
         elif t is bool:
-            pair = bools.get(k)
+            pair = bools.get(kv[0])
             if pair is None:
-                pair = _ATTRS.bool_pair(tag, bools, k)
+                pair = _ATTRS.bool_pair(tag, bools, kv[0])
             b = pair[v]
         elif t is float:
-            b = _field(tag, _ATTRS.key_field(k) + b"\x12\x09" + _pack_td(0x21, v))  # double_value = 4
+            b = floats.get(kv)  # type: ignore[arg-type]
+            if b is None:
+                b = _ATTRS.new_float(tag, floats, kv[0], v)
         else:
-            b = _field(tag, _ATTRS.key_field(k) + _field(b"\x12", _any(v)))
+            b = _field(tag, _ATTRS.key_field(kv[0]) + _field(b"\x12", _any(v)))
         append(b)
 
 
@@ -341,48 +369,74 @@ def _scope_field() -> bytes:
 _SCOPE_FIELD = _scope_field()
 
 
-def _span(s: SpanData, out: list[bytes]) -> None:
-    """Append one Span as ScopeSpans.spans (field 2)."""
-    p: list[bytes] = []
-    tid, sid = s.trace_id, s.span_id
-    if len(tid) == 16 and len(sid) == 8:
-        p.append(b"\n\x10" + tid + b"\x12\x08" + sid)  # trace_id = 1, span_id = 2
-    else:
-        if tid:
-            p.append(_field(b"\n", tid))
-        if sid:
-            p.append(_field(b"\x12", sid))
-    parent = s.parent_span_id
-    if parent:
-        p.append(_field(b'"', parent))  # parent_span_id = 4
-    p.append(_name(_span_names, b"*", s.name))  # name = 5
-    kind = s.kind
-    p.append(_KINDS[kind] if 0 <= kind < 8 else b"0" + _varint(kind))  # kind = 6 (int32 enum)
-    start, end = s.start_ns, s.end_ns
-    if start and end:
-        p.append(_pack_tqtq(0x39, start, 0x41, end))  # start_time_unix_nano = 7, end = 8 (fixed64)
-    elif start:
-        p.append(_pack_tq(0x39, start))
-    elif end:
-        p.append(_pack_tq(0x41, end))
-    if s.attrs:
-        _attrs(s.attrs, b"J", p)  # attributes = 9
-    for e in s.events:  # events = 11: Event time_unix_nano = 1 (fixed64), name = 2, attributes = 3
-        ep = [_pack_tq(0x09, e.ts_ns) if e.ts_ns else b"", _name(_event_names, b"\x12", e.name)]
-        if e.attrs:
-            _attrs(e.attrs, b"\x1a", ep)
-        p.append(_field(b"Z", b"".join(ep)))
-    for trace_id, span_id, link_attrs in s.links:  # links = 13: trace_id = 1, span_id = 2, attributes = 4
-        lp = [_field(b"\n", trace_id) if trace_id else b"", _field(b"\x12", span_id) if span_id else b""]
-        _attrs(link_attrs, b'"', lp)
-        p.append(_field(b"j", b"".join(lp)))
-    if s.status_error is not None:  # status = 15: Status message = 2, code = 3
-        p.append(_field(b"z", _str(b"\x12", s.status_error) + _STATUS_ERROR_CODE))
-    p.append(_FLAGS_SAMPLED)
-    body = b"".join(p)
-    n = len(body)
-    out.append(b"\x12" + (_B[n] if n < 0x80 else _varint(n)))
-    out.append(body)
+class _SpanWriter:
+    """Writes Spans (ScopeSpans.spans, field 2) with the attribute caches of one request at hand:
+    one lookup of each cache per request, not per span, attribute list or event."""
+
+    __slots__ = ("ebools", "ecache", "efloats", "enames", "lbools", "lcache", "lfloats", "sbools",
+                 "scache", "sfloats", "snames")
+
+    def __init__(self) -> None:
+        a = _ATTRS
+        self.scache, self.sbools, self.sfloats = a.for_tag(b"J")  # Span.attributes = 9
+        self.ecache, self.ebools, self.efloats = a.for_tag(b"\x1a")  # Event.attributes = 3
+        self.lcache, self.lbools, self.lfloats = a.for_tag(b'"')  # Link.attributes = 4
+        self.snames, self.enames = _span_names, _event_names
+
+    def span(self, s: SpanData, out: list[bytes]) -> None:
+        p: list[bytes] = []
+        append = p.append
+        tid, sid = s.trace_id, s.span_id
+        if len(tid) == 16 and len(sid) == 8:
+            append(b"\n\x10" + tid + b"\x12\x08" + sid)  # trace_id = 1, span_id = 2
+        else:
+            if tid:
+                append(_field(b"\n", tid))
+            if sid:
+                append(_field(b"\x12", sid))
+        parent = s.parent_span_id
+        if parent:
+            append(_field(b'"', parent))  # parent_span_id = 4
+        name = self.snames.get(s.name)
+        append(name if name is not None else _name(self.snames, b"*", s.name))  # name = 5
+        kind = s.kind
+        append(_KINDS[kind] if 0 <= kind < 8 else b"0" + _varint(kind))  # kind = 6 (int32 enum)
+        start, end = s.start_ns, s.end_ns
+        if start and end:
+            append(_pack_tqtq(0x39, start, 0x41, end))  # start_time_unix_nano = 7, end = 8 (fixed64)
+        elif start:
+            append(_pack_tq(0x39, start))
+        elif end:
+            append(_pack_tq(0x41, end))
+        if s.attrs:
+            _put_attrs(s.attrs, b"J", self.scache, self.sbools, self.sfloats, append)  # attributes = 9
+        if s.events:
+            enames, ecache, ebools, efloats = self.enames, self.ecache, self.ebools, self.efloats
+            for e in s.events:  # events = 11: Event time_unix_nano = 1 (fixed64), name = 2, attributes = 3
+                name = enames.get(e.name)
+                if name is None:
+                    name = _name(enames, b"\x12", e.name)
+                ts = e.ts_ns
+                if e.attrs:
+                    ep = [_pack_tq(0x09, ts) if ts else b"", name]
+                    _put_attrs(e.attrs, b"\x1a", ecache, ebools, efloats, ep.append)
+                    body = b"".join(ep)
+                else:
+                    body = _pack_tq(0x09, ts) + name if ts else name
+                n = len(body)
+                append(b"Z" + (_B[n] if n < 0x80 else _varint(n)))
+                append(body)
+        for trace_id, span_id, link_attrs in s.links:  # links = 13: trace_id = 1, span_id = 2, attributes = 4
+            lp = [_field(b"\n", trace_id) if trace_id else b"", _field(b"\x12", span_id) if span_id else b""]
+            _put_attrs(link_attrs, b'"', self.lcache, self.lbools, self.lfloats, lp.append)
+            append(_field(b"j", b"".join(lp)))
+        if s.status_error is not None:  # status = 15: Status message = 2, code = 3
+            append(_field(b"z", _str(b"\x12", s.status_error) + _STATUS_ERROR_CODE))
+        append(_FLAGS_SAMPLED)
+        body = b"".join(p)
+        n = len(body)
+        out.append(b"\x12" + (_B[n] if n < 0x80 else _varint(n)))
+        out.append(body)
 
 
 def _request(groups: dict[tuple[str, str], list[bytes]], resources: Resources) -> bytes:
@@ -407,6 +461,7 @@ def encode_spans_bytes(spans: Iterable[SpanData], resources: Resources) -> bytes
     groups: dict[tuple[str, str], list[bytes]] = {}
     last_key: tuple[str, str] | None = None
     out: list[bytes] = []
+    span = _SpanWriter().span
     for s in spans:
         key = s.resource
         if key != last_key:
@@ -414,7 +469,7 @@ def encode_spans_bytes(spans: Iterable[SpanData], resources: Resources) -> bytes
             if out is None:
                 out = groups[key] = []
             last_key = key
-        _span(s, out)
+        span(s, out)
     return _request(groups, resources)
 
 

@@ -135,24 +135,42 @@ class Aggregator:
 
     def record(self, host: str, mta: str, metric: str, ts: int, value: float) -> None:
         self.sources.add((host, mta))
-        s = self._series((host, mta, metric, None), ts)
-        s.counts[bisect.bisect_left(METRICS[metric].bounds, value)] += 1
+        self._observe((host, mta, metric, None), ts, value)
+
+    def _observe(self, key: SeriesKey, ts: int, value: float) -> None:
+        s = self._series(key, ts)
+        s.counts[bisect.bisect_left(METRICS[key[2]].bounds, value)] += 1
         s.total += value
         s.minimum = min(s.minimum, value)
         s.maximum = max(s.maximum, value)
 
+    # The three below run once per correlator output: each looks its series up directly (one
+    # dict lookup of a key tuple; ``_series`` only for a new one) and notes the source once.
+
     def connection(self, c: Connection) -> None:
-        self.add(c.host, c.mta, "connections", c.start_ns)
+        host, mta, start = c.host, c.mta, c.start_ns
+        self.sources.add((host, mta))
+        get = self.series.get
+        key: SeriesKey = (host, mta, "connections", None)
+        s = get(key) or self._series(key, start)
+        s.value += 1
         for name, n in c.commands.items():
-            self.add(c.host, c.mta, "hook", c.start_ns, n, name)
+            key = (host, mta, "hook", name)
+            s = get(key) or self._series(key, start)
+            s.value += n
         for result, n in c.auth.items():
-            self.add(c.host, c.mta, "auth", c.start_ns, n, result)
+            key = (host, mta, "auth", result)
+            s = get(key) or self._series(key, start)
+            s.value += n
         if c.duration_known:
-            self.record(c.host, c.mta, "duration", c.end_ns, (c.end_ns - c.start_ns) / 1e6)
+            self._observe((host, mta, "duration", None), c.end_ns, (c.end_ns - start) / 1e6)
 
     def delivery(self, d: Delivery) -> None:
         if d.counted:
-            self.add(d.host, d.mta, "messages", d.end_ns, 1, d.result)
+            self.sources.add((d.host, d.mta))
+            key = (d.host, d.mta, "messages", d.result)
+            s = self.series.get(key) or self._series(key, d.end_ns)
+            s.value += 1
 
     def count(self, c: Count) -> None:
         result = c.result
@@ -160,7 +178,7 @@ class Aggregator:
             result = f"rejected{_CLASS_SEP}{self.classify(c.reason)}"
         self.add(c.host, c.mta, "messages", c.ts_ns, 1, result)
         if c.size_bytes is not None:
-            self.record(c.host, c.mta, "size", c.ts_ns, float(c.size_bytes))
+            self._observe((c.host, c.mta, "size", None), c.ts_ns, float(c.size_bytes))
 
     def source(self, host: str, mta: str) -> None:
         self.sources.add((host, mta))
