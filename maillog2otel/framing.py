@@ -73,6 +73,9 @@ def _frac_ns(frac: str | None) -> int:
     return int(frac.ljust(9, "0")) if frac else 0
 
 
+_SCALE = [10 ** (9 - n) for n in range(10)]  # a fraction of n digits -> ns: int(frac) * _SCALE[n]
+
+
 def _offset_s(tz: str) -> int:
     if tz == "Z":
         return 0
@@ -161,8 +164,15 @@ class Framer:
         self.native: str | None = None
         # Busy logs write many lines per second: the stamp of the line before, and its time, let
         # the next line with the same 15 characters skip the date arithmetic.
-        self._bsd_head = ""
+        self._bsd_head: str | None = None  # equal to no slice of a line
+        self._bsd_len = 0
         self._bsd_ts = 0
+        # and most lines of a busy log come from few processes: " host prog[pid]: " after the stamp
+        # -> (host, prog, pid), read once by _BSD_REST. A hit gives what the regex would: without a
+        # leading "<…> " every path of the regex stays inside that text up to its first ": " (the
+        # host is followed by a space, program and pid hold no colon), so only what follows can
+        # differ: the optional Solaris "[ID …] ", which sends a line to the regex again.
+        self._envelopes: dict[str, tuple[str, str, int | None]] = {}
         # the same for RFC 3339 stamps (rsyslog's default on Debian 12): the first 19 characters
         # and the zone; the fraction differs line by line and is added
         self._iso_head = ""
@@ -178,40 +188,55 @@ class Framer:
 
     def frame(self, text: str, offset: int) -> Record | None:
         head = self._bsd_head
-        if head and text.startswith(head):
-            m = _BSD_REST.match(text, len(head))
+        at = self._bsd_len
+        if text[:at] == head:  # a slice and == cost less than str.startswith's argument parsing
+            end = text.find(": ", at) + 2
+            env = self._envelopes.get(text[at:end]) if end > 1 else None
+            if env is not None:
+                msg = text[end:]
+                if msg[:1] != "[" or not msg.startswith("[ID "):  # a one-character slice is not copied
+                    self.last_ns = ts = self._bsd_ts
+                    return Record(ts, env[0], env[1], env[2], msg, None, self.stream, offset)
+            m = _BSD_REST.match(text, at)
             if m is not None:
                 host, prog, pid = m.groups()
                 self.last_ns = ts = self._bsd_ts
-                return Record(ts, host, prog, int(pid) if pid else None, text[m.end():], None, self.stream,
-                              offset)
+                env = (host, prog, int(pid) if pid else None)
+                # kept when the match ends at the first ": " (no Solaris "[ID …] ") and the line has no
+                # "<facility.level> ": with one, the regex may read past that ": " before it settles
+                if m.end() == end and text[at + 1] != "<":
+                    envelopes = self._envelopes
+                    if len(envelopes) >= 4096:
+                        envelopes.clear()
+                    envelopes[text[at:end]] = env
+                return Record(ts, host, prog, env[2], text[m.end():], None, self.stream, offset)
         head = self._iso_head
-        if head and text.startswith(head):
+        if head and text[:19] == head:
             m = _ISO_REST.match(text, 19)
             # a Haraka record's body starts with one of these: the full path below tells them apart
             if m is not None and m["host"][0] not in "[{lS":
                 frac, tz, host, prog, pid = m.groups()
                 if tz == self._iso_tz:
-                    self.last_ns = ts = self._iso_ts + _frac_ns(frac)
+                    self.last_ns = ts = self._iso_ts + (int(frac) * _SCALE[len(frac)] if frac else 0)
                     return Record(ts, host, prog, int(pid) if pid else None, text[m.end():], None,
                                   self.stream, offset)
         head = self._exim_head
-        if head and self.native == "exim" and text.startswith(head):
+        if head and text[:19] == head and self.native == "exim":
             m = _EXIM_REST.match(text, 19)
             if m is not None:
                 frac, tz, pid = m.groups()
                 if tz == self._exim_tz and (tz is not None or pid is not None or not _haraka_after(text, m)):
-                    self.last_ns = ts = self._exim_ts + _frac_ns(frac)
+                    self.last_ns = ts = self._exim_ts + (int(frac) * 1_000_000 if frac else 0)
                     return Record(ts, self.default_host, "exim", int(pid) if pid else None, text[m.end():],
                                   "exim", self.stream, offset)
         head = self._haraka_head
-        if head and self.native == "haraka" and text.startswith(head):
+        if head and text[:19] == head and self.native == "haraka":
             m = _HARAKA_REST.match(text, 19)
             # only a record's own body is sure to be Haraka's: other text may read as syslog below
             if m is not None and m["tz"] == self._haraka_tz and (
                     _HARAKA_BODY.match(text, m.end()) or _HARAKA_START.match(text, m.end())):
                 frac = m["frac"]
-                self.last_ns = ts = self._haraka_ts + _frac_ns(frac)
+                self.last_ns = ts = self._haraka_ts + (int(frac) * _SCALE[len(frac)] if frac else 0)
                 return Record(ts, self.default_host, "haraka", None, text[m.end():], "haraka", self.stream,
                               offset)
         c = text[:1]
@@ -227,6 +252,7 @@ class Framer:
                 return None
             if m["frac"] is None:  # 15 characters, or 14 with an unpadded day ("Mar 7 02:09:33")
                 self._bsd_head, self._bsd_ts = text[:m.end("s")], ts
+                self._bsd_len = len(self._bsd_head)
             return self._syslog(ts, m["host"], m["prog"], m["pid"], text[m.end():], offset)
         if c.isdigit():
             # a stamped Haraka record can look like syslog: 'Z {"level":…"message":"bouncing mail: …'

@@ -156,10 +156,10 @@ class Reader:
         untimed = timed = 0
         for fi in range(first_file, len(paths)):
             skip = start is not None and fi == first_file  # the last line fed: already done
-            for text, offset in read_lines(paths[fi], self.stats, first_offset if skip else 0):
-                if skip:
-                    skip = False
-                    continue
+            lines = read_lines(paths[fi], self.stats, first_offset if skip else 0)
+            if skip:
+                next(lines, None)
+            for text, offset in lines:
                 rec = frame(text, offset)
                 if rec is None:
                     yield (framer.last_ns, index, fi, offset, None, text)

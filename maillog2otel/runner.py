@@ -207,6 +207,7 @@ class _Resumable:
         self.stats = SourceStats()
         self.checkpoints = 0
         self.before = {"spans": 0, "points": 0, "lines": 0}  # exported by the interrupted runs
+        self.latest: list[tuple | None] = []  # see _run
 
     def run(self) -> int:
         from maillog2otel import resume
@@ -288,19 +289,22 @@ class _Resumable:
         self.reader = reader
         started = time.monotonic()
         last = started
-        positions = self.positions
+        # the last item fed from each set: its (file index, offset) become positions at a checkpoint
+        # (a list per line for every line would be built for the few a checkpoint reads)
+        self.latest = latest = [None] * len(self.streams)
         feed, unframed = pipeline.feed, pipeline.unframed
         code = 0
         old_term = None
         if threading.current_thread() is threading.main_thread():  # SIGTERM: stop as Ctrl-C does
             old_term = signal.signal(signal.SIGTERM, _terminate)
         try:
-            for n, (_key, si, fi, offset, rec, text) in enumerate(reader.items(), start=1):
+            for n, item in enumerate(reader.items(), start=1):
+                rec = item[4]
                 if rec is None:
-                    unframed(text)
+                    unframed(item[5])
                 else:
                     feed(rec)
-                positions[si] = [fi, offset]
+                latest[item[1]] = item
                 if not n & 0x3FF:
                     if remote is not None:  # checkpoints done meanwhile are saved now
                         remote.poll()
@@ -367,6 +371,9 @@ class _Resumable:
         from maillog2otel import state as statefile
 
         snapshot = self.pipeline.save_state()  # also hands pending spans to the buffers
+        for si, item in enumerate(self.latest):
+            if item is not None:
+                self.positions[si] = [item[2], item[3]]
         doc = {
             "paths": self.paths, "inputs": self.inputs, "settings": resume.settings_key(self.settings),
             "positions": [list(p) if p is not None else None for p in self.positions],

@@ -107,7 +107,7 @@ def read_lines(path: str, stats: SourceStats, start: int = 0) -> Iterator[tuple[
             if not raw:
                 return
             n = len(raw)
-            if raw[-1] != 10 and n == MAX_LINE_BYTES:  # an oversized line: keep its head, skip the rest
+            if n == MAX_LINE_BYTES and raw[-1] != 10:  # an oversized line: keep its head, skip the rest
                 stats.oversized += 1
                 while (more := readline(MAX_LINE_BYTES)) and more[-1] != 10:
                     n += len(more)

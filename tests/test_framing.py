@@ -222,3 +222,29 @@ def test_stamp_cache_changes_nothing() -> None:
             plain._bsd_head = plain._iso_head = plain._exim_head = plain._haraka_head = ""  # shortcuts off
             assert cached.frame(line, 0) == plain.frame(line, 0), line
 
+
+
+def test_stream_framing_equals_line_by_line_framing() -> None:
+    """A stream's framer remembers stamps and envelopes (" host prog[pid]: "); what it returns must
+    be what a framer seeing each line first returns, for lines made to trip such caches: a
+    "<facility.level> " after which the regex reads past the first ": ", Solaris "[ID …] ", a host
+    ending in a colon, empty and colon-less messages, fractions and the other stamp shapes."""
+    stamp = "Nov  2 01:02:03"
+    bodies = [
+        "mx postfix/smtpd[1]: a", "mx postfix/smtpd[1]: a: b", "mx postfix/smtpd[1]: [ID 123 mail.info] b",
+        "mx postfix/smtpd[1]: [ID x", "mx postfix/smtpd[1]: [b]", "mx postfix/smtpd[1]: ",
+        "mx postfix/smtpd[1]:x", "<x> P: hello world", "<x> P: hello: world", "<x> P: hello world",
+        "<mail.info> mx postfix/qmgr[2]: c", "<mail.info> mx postfix/qmgr[2]: c",
+        "mx: postfix/smtpd[1]: c", "mx: postfix/smtpd[1]: c: d",
+        "mx postfix/postfix-script: starting", "mx postfix/postfix-script: starting",
+        "mx postfix/smtpd[1]: a",
+        "mx  postfix/smtpd[1]: two spaces", "mx postfix/smtpd[12345678901234567890]: big pid",
+    ]
+    lines = [f"{stamp} {b}" for b in bodies]
+    lines += [f"Nov  2 01:02:03.5 {b}" for b in bodies[:3]] + [f"Nov  2 01:02:04 {b}" for b in bodies]
+    lines += ["2026-11-02T01:02:03.25+00:00 mx postfix/smtpd[1]: iso",
+              "2026-11-02T01:02:03.5+00:00 mx x: iso",
+              f"{stamp} {bodies[0]}", "not a log line", f"{stamp} {bodies[2]}"]
+    one = framer()
+    for i, line in enumerate(lines):
+        assert one.frame(line, i) == framer().frame(line, i), line
