@@ -125,7 +125,7 @@ def backfill(
         "--no-state", help="Keep no state: an interrupted run starts again from the first line.")] = False,
     jobs: Annotated[str, typer.Option(
         "--jobs", help="Processes: 1, 2 (spans and metrics built, encoded and sent by a second process, "
-        "with or without --state) or auto (2 when a second core is idle and the input is over 4 MB). The "
+        "with or without --state) or auto (1: two measured no faster, docs/scaling.md). The "
         "output is the same for any value.")
     ] = "auto",
 ) -> None:

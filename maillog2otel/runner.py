@@ -116,7 +116,7 @@ def run_backfill(paths: list[str], settings: Settings, *, grammars_dir: str | No
         return 2
     state_path = _state_path(paths, settings, state, use_state, sinks)
     progress = Progress(_total_bytes(paths), not settings.quiet)
-    jobs = 1 if sinks is not None else parallel.choose_jobs(jobs, settings, parallel.input_size(paths))
+    jobs = 1 if sinks is not None else parallel.choose_jobs(jobs, settings)
     if sinks is not None:
         span_sink, metric_sink = sinks
     elif jobs > 1:
