@@ -60,9 +60,6 @@ from maillog2otel.records import Connection, Count, Delivery, MessageDone, Outpu
 from maillog2otel.telemetry.metrics import Aggregator
 from maillog2otel.telemetry.stitch import Stitcher
 
-# auto: below this input size a second process does not pay. Starting it costs ≈0.1 s of CPU (it
-# imports and sets up the OTLP exporter; measured on a 107-line fixture), and it takes ≈20 % of
-# ≈30–45 µs per line off the main process: it pays from ≈10–15k lines; 4 MB is ≈30k Postfix lines
 BATCH_OPS = 1024  # operations per message: amortises the pickling call and the pipe write
 
 _OUTPUTS, _ADVANCE, _SOURCE, _CHECKPOINT, _FINISH = range(5)
