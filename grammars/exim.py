@@ -45,22 +45,28 @@ PREFIX = seq(
 
 # H= value: [name ][DS ][(helo) ][ip][:port][*]. Only the last [ip] is Exim's own (the HELO is
 # the client's), so the helo may hold anything but ")" (host.c host_build_sender_fullhost).
-HOSTV = r"(?>(?:[^\s\[\]()]+ )?(?:DS )?(?:\([^)]*\) )?\[[^\]\s]*\](?::\d+)?\*?)"
-# unrolled loops (``a*(?:b a*)*``, not ``(?:a|b)*``): the same longest run, in half the time
-_VALUE = r'"[^"\\]*(?:\\.[^"\\]*)*"|<[^>]*>|[^\s:"]*(?::(?!\s|\Z)[^\s:"]*)*'
+HOSTV = r"(?:[^\s\[\]()]+ )?+(?:DS )?+(?:\([^)]*\) )?+\[[^\]\s]*+\](?::\d+)?+\*?"
+# unrolled loops (``a*(?:b a*)*``, not ``(?:a|b)*``): the same longest run, in half the time.
+# Possessive quantifiers (``*+``, ``?+``) where giving back could never make a match: the same
+# match as the greedy ones, without the backtracking state ``re`` keeps for each repetition of a
+# group (a quarter of the grammar's regex time). TAGS is one possessive run, so it is atomic as
+# the ``(?>…)`` it replaces (it must be: the strerror lookahead below relies on it). LEAD_TAGS
+# keeps ``(?:DS )?`` greedy: "DS" alone is also a bare flag, read when "DS " leads to no tag.
+_VALUE = r'"[^"\\]*+(?:\\.[^"\\]*+)*+"|<[^>]*+>|[^\s:"]*+(?::(?!\s|\Z)[^\s:"]*+)*+'
 _BARE = r"(?:DS|K|L[-.*]?|PRDR|TFO\*?|ARC)(?=\s|\Z|:)"  # flags without "=" (spec "Log line flags")
-# H= is always a host: a malformed one makes the line unparsed rather than a text-valued H
-_TOKEN = rf"(?:H={HOSTV}|(?!H=)[A-Za-z][A-Za-z0-9]*\*?=(?:{_VALUE})|{_BARE})"
-TAGS = rf"(?>(?: {_TOKEN})*)"
-LEAD_TAGS = rf"(?>(?:DS )?{_TOKEN}(?: {_TOKEN})*)"  # host_and_ident(TRUE) and what follows it
+# H= is always a host: a malformed one makes the line unparsed rather than a text-valued H; any
+# other key (``H*=`` and ``HX=`` too) is spelled out rather than behind a ``(?!H=)`` lookahead
+_TOKEN = rf"(?:H=(?:{HOSTV})|(?:[A-GI-Za-z][A-Za-z0-9]*+\*?|H(?:[A-Za-z0-9]++\*?|\*))=(?:{_VALUE})|{_BARE})"
+TAGS = rf"(?: {_TOKEN})*+"
+LEAD_TAGS = rf"(?:DS )?{_TOKEN}(?: {_TOKEN})*+"  # host_and_ident(TRUE) and what follows it
 DURATION = r"(?>\d[\w.]*)"
 
 # One tag per match, in the order of _TOKEN, read with findall (tuples, no match objects): the H=
 # value's parts are groups here, so a host is taken apart in the same pass
 _NAME_HOST = r"(?:([^\s\[\]()]+) )?(?:DS )?(\([^)]*\) )?\[([^\]\s]*)\](?::(\d+))?(\*)?"
 _TOKENS = re.compile(rf" ?(?:H=({_NAME_HOST})|(?!H=)([A-Za-z][A-Za-z0-9]*\*?)=({_VALUE})|({_BARE}))")
-_HOST_RE = re.compile(r"(?:(?P<name>[^\s\[\]()]+) )?(?:DS )?(?:\((?P<helo>[^)]*)\) )?"
-                      r"\[(?P<address>[^\]\s]*)\](?::(?P<port>\d+))?(?P<reused>\*)?")
+_HOST_RE = re.compile(r"(?:(?P<name>[^\s\[\]()]+) )?+(?:DS )?+(?:\((?P<helo>[^)]*)\) )?+"
+                      r"\[(?P<address>[^\]\s]*)\](?::(?P<port>\d+))?+(?P<reused>\*)?")  # possessive as HOSTV
 _ADDR_PORT = re.compile(r"\[(?P<address>[^\]]*)\](?::(?P<port>\d+))?")
 _DUR_RE = re.compile(r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?")
 _UNESCAPE = re.compile(r"\\(.)")
@@ -135,6 +141,12 @@ _CONVERT = {"S": _int_or_text, "M8S": _int_or_text, "D": seconds, "DT": seconds,
             "I": _interface}
 
 
+# A region new as a whole is mostly tags seen before (``P=esmtp``, ``RT=0.001s``, ``I=[ip]:port``):
+# a one-piece tag's (key, converted value), by its text. Bounded like the others; a value shared by
+# lines is a str, number or an ``I`` dict (nothing changes them).
+_PIECES: dict[str, tuple[str, Any]] = {}
+_PIECES_MAX = 8192
+
 # Whole tag regions repeat too: a connection line's `` I=[192.0.2.1]:25``, a router and transport
 # pair, ``DT=0s``. Cleared when full, so a log of unique regions costs one lookup per region.
 _REGIONS: dict[str, dict[str, Any]] = {}
@@ -169,7 +181,13 @@ def _read_tags(text: str) -> dict[str, Any]:
     it = enumerate(pieces)
     if text[0] == " ":
         next(it)
+    known = _PIECES.get
     for i, piece in it:
+        got = known(piece)
+        if got is not None and not (colon_end and i == last):
+            if got[0] not in out:
+                out[got[0]] = got[1]
+            continue
         key, eq, val = piece.partition("=")
         if not eq:
             out[piece] = True
@@ -193,11 +211,19 @@ def _read_tags(text: str) -> dict[str, Any]:
                     val = _UNESCAPE.sub(r"\1", val)
             elif val[-1:] == ">":
                 val = val[1:-1]
-        else:
+        elif colon_end and i == last:
             if key in out:
                 continue
-            if colon_end and i == last:
-                val = _VALUE_RE.match(text, len(text) - len(val))[0]  # type: ignore[index]
+            val = _VALUE_RE.match(text, len(text) - len(val))[0]  # type: ignore[index]
+        else:  # one piece is the whole tag: remembered for the next region that has it
+            conv = _CONVERT.get(key)
+            value = val if conv is None else conv(val)
+            if len(_PIECES) >= _PIECES_MAX:
+                _PIECES.clear()
+            _PIECES[piece] = (key, value)
+            if key not in out:
+                out[key] = value
+            continue
         conv = _CONVERT.get(key)
         out[key] = val if conv is None else conv(val)
     return out
@@ -267,8 +293,9 @@ STAGE = rx(r'(?>after DATA(?: PRDR)?|during MIME ACL checks|connection in "conne
 
 
 def _tail_duration(name: str = "detail") -> Any:
-    """Free text that may end in `` D=<duration>`` (lost, timeouts): the text, then D= apart."""
-    return seq(rx(r"(?>.*?(?= D=\d[\w.]*\Z)|.*)", name), opt(" D=", rx(DURATION, "D", seconds)))
+    """Free text that may end in `` D=<duration>`` (lost, timeouts): the text, then D= apart (one
+    place at most is followed by `` D=…`` to the end: sought back from the end, as ``failure``)."""
+    return seq(rx(r"(?>.*(?= D=\d[\w.]*\Z)|.*)", name), opt(" D=", rx(DURATION, "D", seconds)))
 
 
 # --- rules -------------------------------------------------------------------------------------
@@ -281,14 +308,17 @@ RULES: list[Rule] = [
          ("<=", "(=")),
     Rule("delivery", seq(rx(r"=>|->|>>|\*>", "flag"), " ", ADDRESS_PART, rx(TAGS, "tags", tags)),
          ("=", "->", ">>", "*>")),
-    # failure_log: the error follows ": " (" : " from 4.99), DT= comes last
+    # failure_log: the error follows ": " (" : " from 4.99), DT= comes last (``.*`` then back, not
+    # ``.*?`` forward: one place can be followed by `` DT=…`` to the end, found from the end)
     Rule("failure", seq("** ", ADDRESS_PART, rx(TAGS, "tags", tags),
-                        opt(rx(r" : |: ", "separator"), rx(r"(?>.*?(?= DT=\d[\w.]*\Z)|.*)", "message")),
+                        opt(rx(r" : |: ", "separator"), rx(r"(?>.*(?= DT=\d[\w.]*\Z)|.*)", "message")),
                         opt(" DT=", rx(DURATION, "DT", seconds))), ("**",)),
-    # deferral_log: [R= T=| routing] defer (errno)[: strerror][ H=…][ DT=][: message]
+    # deferral_log: [R= T=| routing] defer (errno)[: strerror][ H=…][ DT=][: message]; the strerror
+    # ends where tags (which start with " ") or ": " follow: a cheap test of the character first
     Rule("deferral", seq("== ", ADDRESS_PART, rx(TAGS, "tags", tags), opt(rx(r" routing", "routing")),
                          " defer (", rx(r"-?\d+", "errno", int), ")",
-                         opt(": ", rx(rf"(?>.*?(?={TAGS}(?:: |\Z)))", "strerror")), rx(TAGS, "tags2", tags),
+                         opt(": ", rx(rf"(?>.*?(?=[ :]|\Z)(?={TAGS}(?:: |\Z)))", "strerror")),
+                         rx(TAGS, "tags2", tags),
                          opt(": ", rx(r".*", "message"))), ("=",)),
     Rule("completed", seq("Completed", opt(" QT=", rx(DURATION, "QT", seconds))), ("Completed",)),
     Rule("message_state", rx(r"Frozen(?: \(delivery error message\))?|Unfrozen by .+|frozen by .+"
