@@ -608,3 +608,47 @@ def test_tag_readers_agree_on_generated_regions(text: str) -> None:
         if m is not None:
             region = m[0]
             assert _same(exim.tags(region), exim._tags_by_regex(region)), region
+
+
+# --- possessive spellings: the same matches as the backtracking ones they replaced -----------------
+
+_OLD_HOSTV = r"(?>(?:[^\s\[\]()]+ )?(?:DS )?(?:\([^)]*\) )?\[[^\]\s]*\](?::\d+)?\*?)"
+_OLD_VALUE = r'"[^"\\]*(?:\\.[^"\\]*)*"|<[^>]*>|[^\s:"]*(?::(?!\s|\Z)[^\s:"]*)*'
+_OLD_TOKEN = rf"(?:H={_OLD_HOSTV}|(?!H=)[A-Za-z][A-Za-z0-9]*\*?=(?:{_OLD_VALUE})|{exim._BARE})"
+_OLD_TAGS = rf"(?>(?: {_OLD_TOKEN})*)"
+# each pair: (the spelling before, the one now), both as the grammar's leaves use them (atomic)
+_SPELLINGS = [
+    (_OLD_HOSTV, f"(?>{exim.HOSTV})"),
+    (f"(?>{_OLD_VALUE})", f"(?>{exim._VALUE})"),
+    (_OLD_TAGS, f"(?>{exim.TAGS})"),
+    (rf"(?>(?:DS )?{_OLD_TOKEN}(?: {_OLD_TOKEN})*)", f"(?>{exim.LEAD_TAGS})"),
+    (rf"(?>.*?(?={_OLD_TAGS}(?:: |\Z)))", rf"(?>.*?(?=[ :]|\Z)(?={exim.TAGS}(?:: |\Z)))"),
+    (r"(?>.*?(?= DT=\d[\w.]*\Z)|.*)", r"(?>.*(?= DT=\d[\w.]*\Z)|.*)"),
+    (r"(?>.*?(?= D=\d[\w.]*\Z)|.*)", r"(?>.*(?= D=\d[\w.]*\Z)|.*)"),
+    (r"(?:(?P<name>[^\s\[\]()]+) )?(?:DS )?(?:\((?P<helo>[^)]*)\) )?\[(?P<address>[^\]\s]*)\]"
+     r"(?::(?P<port>\d+))?(?P<reused>\*)?", exim._HOST_RE.pattern),
+]
+_COMPILED = [(re.compile(old), re.compile(new)) for old, new in _SPELLINGS]
+
+
+def _agree(text: str, start: int = 0) -> None:
+    for old, new in _COMPILED:
+        for how in ("match", "fullmatch"):
+            a, b = getattr(old, how)(text, start), getattr(new, how)(text, start)
+            got = (a and (a.span(), a.groups())), (b and (b.span(), b.groups()))
+            assert got[0] == got[1], (new.pattern, text, start)
+
+
+def test_possessive_spellings_match_as_before_on_every_fixture_body() -> None:
+    for rec in fixture_records():
+        body = _bare(rec)
+        for start in range(0, len(body), 3):
+            _agree(body, start)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from([*_TAG_PIECES, " DT=1s", " D=0.2s", " DT=x", "refused", " defer (1)"]),
+                max_size=14).map("".join))
+def test_possessive_spellings_match_as_before_on_generated_text(text: str) -> None:
+    _agree(text)
+    _agree(" " + text)
