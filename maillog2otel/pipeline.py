@@ -104,7 +104,10 @@ class Pipeline:
         self.collect_shapes = collect_shapes
         extra = mtas.user_grammar_modules(grammars_dir)
         self.stages: dict[str, tuple[Grammar, Correlator]] = {}
-        correlate = dataclasses.replace(correlate or CorrelateSettings(), span_events=self.traces_on)
+        logs = getattr(settings, "logs", None)
+        logs_on = logs is not None and logs.exporter != "none"
+        correlate = dataclasses.replace(correlate or CorrelateSettings(), span_events=self.traces_on,
+                                        span_ids=self.traces_on or logs_on or live)
         for name in mtas.available():
             if settings.mta in ("auto", name):
                 self.stages[name] = mtas.load(name, correlate, fast=fast, extra=extra.get(name))

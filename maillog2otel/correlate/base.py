@@ -25,6 +25,9 @@ class CorrelateSettings:
     # False when no span is exported (--no-traces, --exporter none): a connection then carries
     # only what metrics read (command counts, times), not the events the span would have
     span_events: bool = True
+    # False when nothing reads a trace or span ID (no spans, no --logs, a backfill: tail's saved
+    # state must keep them for a restart with other options): the correlator skips hashing them
+    span_ids: bool = True
 
 
 @dataclass(slots=True)
