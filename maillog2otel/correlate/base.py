@@ -102,6 +102,7 @@ class Grace(Generic[V]):
 
     def __init__(self) -> None:
         self._q: deque[tuple[int, V]] = deque()
+        self.queue = self._q  # (due, item), oldest first: read-only for callers on a hot path
 
     def __len__(self) -> int:
         return len(self._q)

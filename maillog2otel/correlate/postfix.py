@@ -148,6 +148,7 @@ class PostfixCorrelator:
         self.messages: Table[tuple[str, str, str], Message] = Table(self.s.max_messages, self.stats,
                                                                     "message")
         self.closing: Grace[Session] = Grace()
+        self._closing = self.closing.queue  # looked at on every new second of log time: no call
         # postscreen's connections by (host, instance, client address, port): open ones, and those
         # that passed and wait for smtpd's "connect from" to continue them
         self.screens: Table[tuple[str, str, str, int], Session] = Table(self.s.max_sessions, self.stats,
@@ -184,7 +185,7 @@ class PostfixCorrelator:
         ts = ev.record.ts_ns
         if ts > self.now_ns:
             self.now_ns = ts
-            if len(self.closing):
+            if self._closing and self._closing[0][0] <= ts:
                 for sess in self.closing.due(ts):
                     out.append(self._connection(sess))
             if ts >= self._next_expiry:  # a backfill never ticks: expire in log time as lines come
@@ -739,7 +740,8 @@ class PostfixCorrelator:
         if msg is None:
             return
         self.messages.pop(msg.key)
-        out.append(MessageDone(MTA, ev.record.host, msg.trace_id, ev.record.ts_ns))
+        if self.s.span_events:  # only the stitcher reads it, and only spans go there
+            out.append(MessageDone(MTA, ev.record.host, msg.trace_id, ev.record.ts_ns))
 
     def _bounce(self, ev: Event, out: list[Output]) -> None:
         parent = self._message(ev, out)
