@@ -25,6 +25,9 @@ class CorrelateSettings:
     # False when no span is exported (--no-traces, --exporter none): a connection then carries
     # only what metrics read (command counts, times), not the events the span would have
     span_events: bool = True
+    # False when nothing reads a trace or span ID (no spans, no --logs, a backfill: tail's saved
+    # state must keep them for a restart with other options): the correlator skips hashing them
+    span_ids: bool = True
 
 
 @dataclass(slots=True)
@@ -99,6 +102,7 @@ class Grace(Generic[V]):
 
     def __init__(self) -> None:
         self._q: deque[tuple[int, V]] = deque()
+        self.queue = self._q  # (due, item), oldest first: read-only for callers on a hot path
 
     def __len__(self) -> int:
         return len(self._q)

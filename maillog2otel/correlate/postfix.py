@@ -55,6 +55,7 @@ def _event_order(e: SpanEvent) -> tuple[int, int]:
 
 
 _EXPIRY_EVERY_NS = 60 * NS
+_NO_ID = b""  # the trace and span ID of everything when nothing reads them (CorrelateSettings.span_ids)
 # postscreen hands a client that passed to smtpd at once (smtpd's "connect from" follows its PASS
 # line); a busy smtpd pool can keep it waiting, never for long
 HANDOFF_NS = 60 * NS
@@ -147,6 +148,7 @@ class PostfixCorrelator:
         self.messages: Table[tuple[str, str, str], Message] = Table(self.s.max_messages, self.stats,
                                                                     "message")
         self.closing: Grace[Session] = Grace()
+        self._closing = self.closing.queue  # looked at on every new second of log time: no call
         # postscreen's connections by (host, instance, client address, port): open ones, and those
         # that passed and wait for smtpd's "connect from" to continue them
         self.screens: Table[tuple[str, str, str, int], Session] = Table(self.s.max_sessions, self.stats,
@@ -161,6 +163,7 @@ class PostfixCorrelator:
         self._relays: dict[str, dict[str, Any]] = {}
         self.now_ns = 0
         self._next_expiry = 0
+        self._ids = self.s.span_ids
         self._handlers = {
             "smtpd_connect": self._connect, "smtpd_disconnect": self._disconnect,
             "smtpd_client": self._client, "smtpd_reject": self._reject, "smtpd_abort": self._abort,
@@ -182,7 +185,7 @@ class PostfixCorrelator:
         ts = ev.record.ts_ns
         if ts > self.now_ns:
             self.now_ns = ts
-            if len(self.closing):
+            if self._closing and self._closing[0][0] <= ts:
                 for sess in self.closing.due(ts):
                     out.append(self._connection(sess))
             if ts >= self._next_expiry:  # a backfill never ticks: expire in log time as lines come
@@ -316,8 +319,11 @@ class PostfixCorrelator:
             self.stats.bump("session_superseded")
             out.append(self._connection(old))
         port = f.get("client_port")
-        trace_id, span_id = ids_for(self._nth(rec.host, rec.ts_ns, f"{rec.host}|postfix|{key[1]}|{key[2]}|"
-                                                                   f"{rec.ts_ns}|{f['client_address']}:{port}"))
+        if self._ids:
+            conn = f"{rec.host}|postfix|{key[1]}|{key[2]}|{rec.ts_ns}|{f['client_address']}:{port}"
+            trace_id, span_id = ids_for(self._nth(rec.host, rec.ts_ns, conn))
+        else:
+            trace_id = span_id = _NO_ID
         attrs: dict[str, Any] = {"mta.name": MTA, "client.address": f["client_address"],
                                  "smtp.service": f.get("service", "smtpd"), "process.pid": key[2]}
         if port is not None:
@@ -366,6 +372,8 @@ class PostfixCorrelator:
         f = ev.fields
         what = f"{f['abort']} after {f['stage']}"
         sess.error = what
+        if not self.s.span_events:
+            return
         attrs: dict[str, Any] = {"smtp.abort": f["abort"], "smtp.stage": f["stage"]}
         if "bytes" in f:
             attrs["smtp.bytes_received"] = f["bytes"]
@@ -373,6 +381,10 @@ class PostfixCorrelator:
 
     def _tls(self, ev: Event, out: list[Output]) -> None:
         f = ev.fields
+        if not self.s.span_events:  # only spans read TLS: the line still keeps its session alive
+            if f["direction"] != "to":
+                self._session(ev)
+            return
         tls = {"tls.protocol.version": f["tls_version"], "tls.cipher": f["tls_cipher"],
                "smtp.tls.trust": f["tls_trust"]}
         if f["direction"] == "to":  # outbound: the same smtp pid's next to= line
@@ -407,6 +419,8 @@ class PostfixCorrelator:
         if sess is None:
             return
         ev.ctx = (sess.trace_id, sess.span_id)
+        if not self.s.span_events:  # what follows is the span's (HELO name, MAIL FROM, events)
+            return
         if "helo" in tail:
             sess.helo = tail["helo"]
         if "from" in tail:
@@ -483,8 +497,11 @@ class PostfixCorrelator:
                 old.end_ns = old.last_ns
                 self.stats.bump("session_superseded")
                 out.append(self._connection(old))
-        trace_id, span_id = ids_for(self._nth(rec.host, rec.ts_ns,
-                                              f"{rec.host}|postscreen|{key[1]}|{rec.pid}|{rec.ts_ns}|{key[2]}:{key[3]}"))
+        if self._ids:
+            conn = f"{rec.host}|postscreen|{key[1]}|{rec.pid}|{rec.ts_ns}|{key[2]}:{key[3]}"
+            trace_id, span_id = ids_for(self._nth(rec.host, rec.ts_ns, conn))
+        else:
+            trace_id = span_id = _NO_ID
         attrs: dict[str, Any] = {"mta.name": MTA, "client.address": key[2], "client.port": key[3],
                                  "server.address": f["server_address"], "server.port": f["server_port"],
                                  "smtp.service": "postscreen", "process.pid": rec.pid or 0}
@@ -612,7 +629,7 @@ class PostfixCorrelator:
         if sess is not None:
             trace_id, parent = sess.trace_id, sess.span_id
         else:
-            trace_id, _ = ids_for(f"{key[0]}|postfix|{key[1]}|{key[2]}|{ts}|message")
+            trace_id = ids_for(f"{key[0]}|postfix|{key[1]}|{key[2]}|{ts}|message")[0] if self._ids else _NO_ID
             parent = None
         msg = Message(key, trace_id, parent, ts, ts, sess, origin)
         old = self.messages.get(key)
@@ -636,9 +653,10 @@ class PostfixCorrelator:
             msg = self._new_message(key, rec.ts_ns, None, create, out)
         if msg is not None:
             msg.last_ns = rec.ts_ns
-            if msg.log_ctx is None:
-                msg.log_ctx = LogContext(msg.trace_id, msg.parent_span_id)
-            ev.ctx = msg.log_ctx
+            if self._ids:
+                if msg.log_ctx is None:
+                    msg.log_ctx = LogContext(msg.trace_id, msg.parent_span_id)
+                ev.ctx = msg.log_ctx
         return msg
 
     def _client(self, ev: Event, out: list[Output]) -> None:
@@ -682,7 +700,7 @@ class PostfixCorrelator:
             out.append(Count(MTA, rec.host, rec.ts_ns, "rejected", reason=f.get("reason")))
             if msg is not None:
                 msg.rejected = True
-        if sess is None:
+        if sess is None or not self.s.span_events:
             return
         reason = f.get("reason", "")
         code = reason.split(" ", 1)[0]
@@ -722,7 +740,8 @@ class PostfixCorrelator:
         if msg is None:
             return
         self.messages.pop(msg.key)
-        out.append(MessageDone(MTA, ev.record.host, msg.trace_id, ev.record.ts_ns))
+        if self.s.span_events:  # only the stitcher reads it, and only spans go there
+            out.append(MessageDone(MTA, ev.record.host, msg.trace_id, ev.record.ts_ns))
 
     def _bounce(self, ev: Event, out: list[Output]) -> None:
         parent = self._message(ev, out)
@@ -749,12 +768,16 @@ class PostfixCorrelator:
         rcpt = f["rcpt_to"]
         msg.rcpts[rcpt] = result
         if not self.s.span_events:  # metrics only: no span, so none of its attributes (metrics read
-            # the host, result and time); the IDs stay, for --logs' records
+            # the host, result and time); the IDs stay when --logs' records read them
             if self.client_tls:
                 self.client_tls.pop((rec.host, f.get("instance", "postfix"), rec.pid or 0), None)
-            span = self._delivery_span(msg, ev, rcpt, result, rec.ts_ns, {})
-            ev.ctx = (span.trace_id, span.span_id)
-            out.append(span)
+            ts = rec.ts_ns
+            span_id = _NO_ID
+            if self._ids:
+                span_id = self._span_id(msg, rcpt, ts, result)
+                ev.ctx = (msg.trace_id, span_id)
+            out.append(Delivery(MTA, rec.host, msg.trace_id, span_id, msg.parent_span_id, ts, ts, result, {},
+                                parent_pending=msg.session is not None))
             return
         text = f.get("status_text", "")
         if text.startswith("(") and text.endswith(")"):
@@ -802,13 +825,16 @@ class PostfixCorrelator:
         if msg.parent_queue_id:
             attrs["smtp.parent_queue_id"] = msg.parent_queue_id
         attrs["smtp.message.origin"] = msg.origin
-        base = msg.span_key
-        if base is None or base[0] is not msg.trace_id:
-            base = msg.span_key = (msg.trace_id, f"{msg.trace_id.hex()}|{msg.key}|")
-        span_id = span_id_for(f"{base[1]}{rcpt}|{rec.ts_ns}|{result}")
+        span_id = self._span_id(msg, rcpt, rec.ts_ns, result) if self._ids else _NO_ID
         error = attrs.get("smtp.response") if result in ("bounced", "expired") else None
         return Delivery(MTA, rec.host, msg.trace_id, span_id, msg.parent_span_id, min(start_ns, rec.ts_ns),
                         rec.ts_ns, result, attrs, error, parent_pending=msg.session is not None)
+
+    def _span_id(self, msg: Message, rcpt: str, ts_ns: int, result: str) -> bytes:
+        base = msg.span_key
+        if base is None or base[0] is not msg.trace_id:
+            base = msg.span_key = (msg.trace_id, f"{msg.trace_id.hex()}|{msg.key}|")
+        return span_id_for(f"{base[1]}{rcpt}|{ts_ns}|{result}")
 
     # --- the SERVER span -----------------------------------------------------------------------
 

@@ -138,7 +138,7 @@ class Aggregator:
         self._observe((host, mta, metric, None), ts, value)
 
     def _observe(self, key: SeriesKey, ts: int, value: float) -> None:
-        s = self._series(key, ts)
+        s = self.series.get(key) or self._series(key, ts)
         s.counts[bisect.bisect_left(METRICS[key[2]].bounds, value)] += 1
         s.total += value
         s.minimum = min(s.minimum, value)
@@ -176,7 +176,11 @@ class Aggregator:
         result = c.result
         if result == "rejected" and self.classify is not None:
             result = f"rejected{_CLASS_SEP}{self.classify(c.reason)}"
-        self.add(c.host, c.mta, "messages", c.ts_ns, 1, result)
+        host, mta = c.host, c.mta
+        self.sources.add((host, mta))
+        key: SeriesKey = (host, mta, "messages", result)
+        s = self.series.get(key) or self._series(key, c.ts_ns)
+        s.value += 1
         if c.size_bytes is not None:
             self._observe((c.host, c.mta, "size", None), c.ts_ns, float(c.size_bytes))
 
