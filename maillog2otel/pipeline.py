@@ -161,61 +161,24 @@ class Pipeline:
             self._routes[(rec.host, rec.program, rec.mta)] = route
         return route
 
-    def feed(self, rec: Record) -> None:
+    def feed(self, rec: Record, route: tuple[str, Callable, Callable, list[int]] | None = None,
+             lines: int = 1) -> None:
+        """Parse and correlate one log line. With ``route`` (Exim's syslog pieces joined, the
+        pieces left at the end): a record already counted and routed, which took ``lines`` lines.
+        One body for both: a second call per line cost as much as a stage's step."""
         c = self.counters
-        c.lines += 1
-        route = self._routes.get((rec.host, rec.program, rec.mta), _UNROUTED)
-        if route is _UNROUTED:
-            route = self._route(rec)
         if route is None:
-            c.foreign += 1
-            return
-        mta, parse, correlate, counts = route
-        if mta == "exim" and rec.message[:1] == "[" and (m := EXIM_FRAGMENT.match(rec.message)):
-            for whole, lines in self.fragments.add(rec, m):  # held until its last piece
-                self._parse(whole, route, lines)
-            return
-        # _parse for one line, written out here: a call per line costs as much as a stage's step
-        ts = rec.ts_ns
-        last = c.last_ns
-        if last is None or ts > last:
-            c.last_ns = ts
-            if last is None:
-                c.first_ns = ts
-        ev = parse(rec)
-        if ev is None:
-            c.unparsed += 1
-            counts[2] += 1
-            if self.collect_shapes:
-                c.note_shape(f"{rec.program}: {rec.message}")
-            if self.log_sink is not None:
-                self.log_sink.line(rec, None, mta)
-            return
-        if ev.known:  # counted, never correlated: it carries nothing to export
-            c.known += 1
-            counts[1] += 1
-            if self.collect_shapes:
-                k = (mta, ev.rule)
-                c.known_rules[k] = c.known_rules.get(k, 0) + 1
-            if self.log_sink is not None:
-                self.log_sink.line(rec, ev, mta)
-        else:
-            c.parsed += 1
-            counts[0] += 1
-            outs = correlate(ev)
-            if self.log_sink is not None:
-                self.log_sink.line(rec, ev, mta)
-            if outs:
-                self._outputs(outs)
-        if self.metrics_on:
-            nb = self._next_bucket
-            if nb is None or ts >= nb:
-                self._advance(ts)
-
-    def _parse(self, rec: Record, route: tuple[str, Callable, Callable, list[int]], lines: int) -> None:
-        """Parse and correlate one record, which took ``lines`` log lines (Exim's syslog pieces);
-        ``feed`` has its own copy for one line: keep the two the same."""
-        c = self.counters
+            c.lines += 1
+            route = self._routes.get((rec.host, rec.program, rec.mta), _UNROUTED)
+            if route is _UNROUTED:
+                route = self._route(rec)
+            if route is None:
+                c.foreign += 1
+                return
+            if route[0] == "exim" and rec.message[:1] == "[" and (m := EXIM_FRAGMENT.match(rec.message)):
+                for whole, n in self.fragments.add(rec, m):  # held until its last piece
+                    self.feed(whole, route, n)
+                return
         mta, parse, correlate, counts = route
         ts = rec.ts_ns
         last = c.last_ns
@@ -334,7 +297,7 @@ class Pipeline:
         for rec, lines in self.fragments.drain():  # pieces of sets that never finished: as they are
             route = self._routes.get((rec.host, rec.program, rec.mta)) or self._route(rec)
             if route is not None:
-                self._parse(rec, route, lines)
+                self.feed(rec, route, lines)
         for _, correlator in self.stages.values():
             outs = correlator.finish()
             if outs:
