@@ -181,7 +181,6 @@ class Framer:
         # the same for RFC 3339 stamps (rsyslog's default on Debian 12): the first 19 characters
         # and the zone; the fraction differs line by line and is added
         self._iso_head = ""
-        # and for Exim's own stamps (its main log), while the stream is an Exim log
         # and for Exim's own stamps (its main log) and Haraka's (timestamps=true), while the stream
         # is such a log, by the minute: a log of a few lines a second changes its second nearly every
         # line. The seconds are added: no stamp path checks them, so a minute's times are linear in them
@@ -199,34 +198,35 @@ class Framer:
         # stamp starts with a letter; an RFC 3339 one is followed by one space and a host that starts
         # with none of a Haraka body's first characters), so the order changes no result
         native = self.native
-        if native == "haraka":
-            head = self._haraka_head
-            if head and text[:17] == head:
-                m = _HARAKA_NEXT.match(text, 17)
-                if m is None:
-                    m = _HARAKA_REST.match(text, 17)
-                    # only a record's own body is sure to be Haraka's: other text may read as syslog
-                    if m is None or not _HARAKA_START.match(text, m.end()):
-                        m = None
-                if m is not None:
-                    s, frac, tz = m.groups()
-                    if tz == self._haraka_tz:
-                        self.last_ns = ts = (self._haraka_ts + int(s) * 1_000_000_000
-                                             + (int(frac) * _SCALE[len(frac)] if frac else 0))
-                        return Record(ts, self.default_host, "haraka", None, text[m.end():], "haraka",
-                                      self.stream, offset)
-        elif native == "exim":
-            head = self._exim_head
-            if head and text[:17] == head:
-                m = _EXIM_REST.match(text, 17)
-                if m is not None:
-                    s, frac, tz, pid = m.groups()
-                    if tz == self._exim_tz and (tz is not None or pid is not None
-                                                or not _haraka_after(text, m)):
-                        self.last_ns = ts = (self._exim_ts + int(s) * 1_000_000_000
-                                             + (int(frac) * 1_000_000 if frac else 0))
-                        return Record(ts, self.default_host, "exim", int(pid) if pid else None,
-                                      text[m.end():], "exim", self.stream, offset)
+        if native is not None:  # one test for the syslog lines
+            if native == "haraka":
+                head = self._haraka_head
+                if head and text[:17] == head:
+                    m = _HARAKA_NEXT.match(text, 17)
+                    if m is None:
+                        m = _HARAKA_REST.match(text, 17)
+                        # only a record's own body is sure to be Haraka's: other text may read as syslog
+                        if m is None or not _HARAKA_START.match(text, m.end()):
+                            m = None
+                    if m is not None:
+                        s, frac, tz = m.groups()
+                        if tz == self._haraka_tz:
+                            self.last_ns = ts = (self._haraka_ts + int(s) * 1_000_000_000
+                                                 + (int(frac) * _SCALE[len(frac)] if frac else 0))
+                            return Record(ts, self.default_host, "haraka", None, text[m.end():], "haraka",
+                                          self.stream, offset)
+            elif native == "exim":
+                head = self._exim_head
+                if head and text[:17] == head:
+                    m = _EXIM_REST.match(text, 17)
+                    if m is not None:
+                        s, frac, tz, pid = m.groups()
+                        if tz == self._exim_tz and (tz is not None or pid is not None
+                                                    or not _haraka_after(text, m)):
+                            self.last_ns = ts = (self._exim_ts + int(s) * 1_000_000_000
+                                                 + (int(frac) * 1_000_000 if frac else 0))
+                            return Record(ts, self.default_host, "exim", int(pid) if pid else None,
+                                          text[m.end():], "exim", self.stream, offset)
         head = self._bsd_head
         at = self._bsd_len
         if text[:at] == head:  # a slice and == cost less than str.startswith's argument parsing
