@@ -180,6 +180,9 @@ def test_stamp_cache_changes_nothing() -> None:
             frac = ("", ".5", f".{i % 1000:03d}", f",{i:06d}")[i % 4]
             zone = ("", "Z", "+01:00", "-0500", "Z")[i % 5]
             iso.append(f"{head}{frac}{zone}{line[15:]}")
+            if i % 3 == 0:  # another second of the minute, and no second
+                sec = ("59", "0x", "\u0663\u0663")[i % 9 // 3]
+                iso.append(f"{head[:17]}{sec}{frac}{zone}{line[15:]}")
             if i % 7 == 0:
                 iso += [f"{head}.1Z log format: DEFAULT", f"{head}.123Z [NOTICE] [-] [core] a: b",
                         f'{head}.2Z {{"level":"INFO","message":"bouncing mail: x"}}',
