@@ -49,13 +49,18 @@ _EXIM = re.compile(
     r"(?P<y>\d{4})-(?P<mo>\d\d)-(?P<d>\d\d) (?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d)(?:\.(?P<frac>\d{3}))?"
     r"(?: (?P<tz>[+-]\d{4}))? (?:\[(?P<pid>\d+)\] )?"
 )
-_EXIM_REST = re.compile(r"(?:\.(?P<frac>\d{3}))?(?: (?P<tz>[+-]\d{4}))? (?:\[(?P<pid>\d+)\] )?")
+# the rest of an _EXIM stamp after its minute (17 characters): the seconds, …
+_EXIM_REST = re.compile(r"(?P<s>\d\d)(?:\.(?P<frac>\d{3}))?(?: (?P<tz>[+-]\d{4}))? (?:\[(?P<pid>\d+)\] )?")
 _HARAKA_TS = re.compile(
     r"(?P<y>\d{4})-(?P<mo>\d\d)-(?P<d>\d\d)[T ](?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d)(?:\.(?P<frac>\d{1,9}))?"
     r"(?P<tz>Z|[+-]\d\d:?\d\d)? {1,2}"
 )
-_HARAKA_REST = re.compile(r"(?:\.(?P<frac>\d{1,9}))?(?P<tz>Z|[+-]\d\d:?\d\d)? {1,2}")  # after 19 chars
 _HARAKA_BODY = re.compile(r"\[[A-Z]+\] \[|\{\"level\"|level=[A-Z]+ ")
+# the rest of a _HARAKA_TS stamp after its minute (17 characters): the seconds, …
+_HARAKA_REST = re.compile(r"(\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:?\d\d)? {1,2}")
+# … and, in the same call, the start of a record's body (the backtracking it allows finds no other
+# match: a body starts with no digit, space or zone)
+_HARAKA_NEXT = re.compile(_HARAKA_REST.pattern + f"(?={_HARAKA_BODY.pattern})")
 # Haraka's own untagged start-up lines (logger.js), which come before its first tagged line
 _HARAKA_START = re.compile(r"loglevel: [A-Z]+$|log format: [A-Z]+$|Starting up Haraka version ")
 
@@ -176,17 +181,52 @@ class Framer:
         # the same for RFC 3339 stamps (rsyslog's default on Debian 12): the first 19 characters
         # and the zone; the fraction differs line by line and is added
         self._iso_head = ""
-        # and for Exim's own stamps (its main log), while the stream is an Exim log
-        self._exim_head = ""
+        # and for Exim's own stamps (its main log) and Haraka's (timestamps=true), while the stream
+        # is such a log, by the minute: a log of a few lines a second changes its second nearly every
+        # line. The seconds are added: no stamp path checks them, so a minute's times are linear in them
+        self._exim_head = ""  # 17 characters
         self._exim_tz: str | None = None
-        self._exim_ts = 0
-        self._haraka_head = ""  # and Haraka's (timestamps=true)
+        self._exim_ts = 0  # the time of the minute's second 0
+        self._haraka_head = ""
         self._haraka_tz: str | None = None
         self._haraka_ts = 0
         self._iso_tz: str | None = None
         self._iso_ts = 0
 
     def frame(self, text: str, offset: int) -> Record | None:
+        # A native log's own stamp first: no other shortcut below takes a line these take (a syslog
+        # stamp starts with a letter; an RFC 3339 one is followed by one space and a host that starts
+        # with none of a Haraka body's first characters), so the order changes no result
+        native = self.native
+        if native is not None:  # one test for the syslog lines
+            if native == "haraka":
+                head = self._haraka_head
+                if head and text[:17] == head:
+                    m = _HARAKA_NEXT.match(text, 17)
+                    if m is None:
+                        m = _HARAKA_REST.match(text, 17)
+                        # only a record's own body is sure to be Haraka's: other text may read as syslog
+                        if m is None or not _HARAKA_START.match(text, m.end()):
+                            m = None
+                    if m is not None:
+                        s, frac, tz = m.groups()
+                        if tz == self._haraka_tz:
+                            self.last_ns = ts = (self._haraka_ts + int(s) * 1_000_000_000
+                                                 + (int(frac) * _SCALE[len(frac)] if frac else 0))
+                            return Record(ts, self.default_host, "haraka", None, text[m.end():], "haraka",
+                                          self.stream, offset)
+            elif native == "exim":
+                head = self._exim_head
+                if head and text[:17] == head:
+                    m = _EXIM_REST.match(text, 17)
+                    if m is not None:
+                        s, frac, tz, pid = m.groups()
+                        if tz == self._exim_tz and (tz is not None or pid is not None
+                                                    or not _haraka_after(text, m)):
+                            self.last_ns = ts = (self._exim_ts + int(s) * 1_000_000_000
+                                                 + (int(frac) * 1_000_000 if frac else 0))
+                            return Record(ts, self.default_host, "exim", int(pid) if pid else None,
+                                          text[m.end():], "exim", self.stream, offset)
         head = self._bsd_head
         at = self._bsd_len
         if text[:at] == head:  # a slice and == cost less than str.startswith's argument parsing
@@ -220,25 +260,6 @@ class Framer:
                     self.last_ns = ts = self._iso_ts + (int(frac) * _SCALE[len(frac)] if frac else 0)
                     return Record(ts, host, prog, int(pid) if pid else None, text[m.end():], None,
                                   self.stream, offset)
-        head = self._exim_head
-        if head and text[:19] == head and self.native == "exim":
-            m = _EXIM_REST.match(text, 19)
-            if m is not None:
-                frac, tz, pid = m.groups()
-                if tz == self._exim_tz and (tz is not None or pid is not None or not _haraka_after(text, m)):
-                    self.last_ns = ts = self._exim_ts + (int(frac) * 1_000_000 if frac else 0)
-                    return Record(ts, self.default_host, "exim", int(pid) if pid else None, text[m.end():],
-                                  "exim", self.stream, offset)
-        head = self._haraka_head
-        if head and text[:19] == head and self.native == "haraka":
-            m = _HARAKA_REST.match(text, 19)
-            # only a record's own body is sure to be Haraka's: other text may read as syslog below
-            if m is not None and m["tz"] == self._haraka_tz and (
-                    _HARAKA_BODY.match(text, m.end()) or _HARAKA_START.match(text, m.end())):
-                frac = m["frac"]
-                self.last_ns = ts = self._haraka_ts + (int(frac) * _SCALE[len(frac)] if frac else 0)
-                return Record(ts, self.default_host, "haraka", None, text[m.end():], "haraka", self.stream,
-                              offset)
         c = text[:1]
         if c.isalpha() and (m := _BSD.match(text)):
             mo = _MONTHS.get(m["mon"])
@@ -271,16 +292,16 @@ class Framer:
                 if ts is None:
                     return None
                 self.native = "haraka"
-                self._haraka_head, self._haraka_tz = text[:19], m["tz"]
-                self._haraka_ts = ts - _frac_ns(m["frac"])
+                self._haraka_head, self._haraka_tz = text[:17], m["tz"]
+                self._haraka_ts = ts - _frac_ns(m["frac"]) - int(m["s"]) * 1_000_000_000
                 return self._native("haraka", ts, None, text[m.end():], offset)
             if m := _EXIM.match(text):
                 ts = self._iso_ns(m)
                 if ts is None:
                     return None
                 self.native = "exim"
-                self._exim_head, self._exim_tz = text[:19], m["tz"]
-                self._exim_ts = ts - _frac_ns(m["frac"])
+                self._exim_head, self._exim_tz = text[:17], m["tz"]
+                self._exim_ts = ts - _frac_ns(m["frac"]) - int(m["s"]) * 1_000_000_000
                 pid = int(m["pid"]) if m["pid"] else None
                 return self._native("exim", ts, pid, text[m.end():], offset)
         if c == "{" and text.startswith('{"') and ('"__REALTIME_TIMESTAMP"' in text or '"MESSAGE"' in text):

@@ -180,6 +180,9 @@ def test_stamp_cache_changes_nothing() -> None:
             frac = ("", ".5", f".{i % 1000:03d}", f",{i:06d}")[i % 4]
             zone = ("", "Z", "+01:00", "-0500", "Z")[i % 5]
             iso.append(f"{head}{frac}{zone}{line[15:]}")
+            if i % 3 == 0:  # another second of the minute, and no second
+                sec = ("59", "0x", "\u0663\u0663")[i % 9 // 3]
+                iso.append(f"{head[:17]}{sec}{frac}{zone}{line[15:]}")
             if i % 7 == 0:
                 iso += [f"{head}.1Z log format: DEFAULT", f"{head}.123Z [NOTICE] [-] [core] a: b",
                         f'{head}.2Z {{"level":"INFO","message":"bouncing mail: x"}}',
@@ -201,6 +204,10 @@ def test_stamp_cache_changes_nothing() -> None:
                           f"{head} +0100 [7] x", f"{head} [7] 1rABCD-0001Ab-XY <= a@b",
                           f"{head}  two spaces", f'{head} {{"level":"INFO"}}', f"{head}Z x"):
                 strays.append([line, stray])  # the Exim line first: the stray meets its stamp cached
+            # the cache holds the minute: the same shapes in other seconds of it, and no second
+            for sec in (f"{(int(line[17:19]) + 7) % 60:02d}", "6x", "\u0661\u0662"):
+                other = f"{line[:17]}{sec}{line[19:]}"
+                strays += [[line, other], [line, other.replace(" [", "  [", 1)], [line, f"{other[:19]} x"]]
     # Haraka's stamps (timestamps=true): its fixture lines, then in the same second text that is
     # no Haraka record body (read as syslog by the full path), zones, spaces, long fractions
     haraka = [line for p in sorted(fixtures.glob("haraka/*.log")) for line in p.read_text().splitlines()]
@@ -213,6 +220,12 @@ def test_stamp_cache_changes_nothing() -> None:
                           f"{head}.2Z mx postfix/smtpd[1]: connect from x[1.2.3.4]", f"{head}.3Z",
                           f'{head}.4Z {{"level":"INFO","message":"x: y"}}', f"{head}.5Z level=INFO uuid=- a"):
                 strays.append([line, stray])
+            for sec in (f"{(int(line[17:19]) + 7) % 60:02d}", "6x", "\u0661\u0662"):
+                other = f"{line[:17]}{sec}{line[19:]}"
+                strays += [[line, other], [line, other.replace("Z [", "Z  [", 1)],
+                           [line, other.replace("Z [", "+01:00 [", 1)],
+                           [line, f"{other[:19]}.5Z loglevel: INFO"],
+                           [line, f"{other[:19]}.5Z x: y"], [line, f"{other[:19]}.12Z [INFO] [-] [core] a"]]
     assert len(strays) > 200
     # a stream that met a Haraka record stays Haraka: the Exim lines, and each stray after its
     # Exim or Haraka line, get streams of their own
