@@ -288,8 +288,10 @@ def compile_rule(expr: pp.ParserElement) -> tuple[str, dict[str, str]]:
 
     pyparsing is a PEG parser: a leaf, a choice, an option or a repetition, once matched, is never
     revisited when a later element fails. ``re`` would backtrack into them and could accept lines
-    pyparsing rejects, so every such piece is an atomic group ``(?>…)`` (Python ≥ 3.11): the
-    compiled pattern then accepts exactly what the grammar accepts.
+    pyparsing rejects, so every such piece is an atomic group ``(?>…)``, or for an option or a
+    repetition the possessive quantifier that means the same (``X?+`` is ``(?>X?)``, Python ≥ 3.11;
+    it saves the group's own step in every match): the compiled pattern then accepts exactly what
+    the grammar accepts.
 
     Python's ``re`` forbids a group name twice, so a field that appears in two branches gets
     numbered groups (``f__2``) mapped back to its name."""
@@ -320,11 +322,11 @@ def compile_rule(expr: pp.ParserElement) -> tuple[str, dict[str, str]]:
         elif isinstance(el, pp.MatchFirst):
             body = "(?>" + "|".join(walk(e, capture) for e in el.exprs) + ")"
         elif isinstance(el, pp.Opt):
-            body = f"(?>(?:{walk(el.expr, capture)})?)"
+            body = f"(?:{walk(el.expr, capture)})?+"
         elif isinstance(el, pp.OneOrMore):
-            body = f"(?>(?:{walk(el.expr, capture)})+)"
+            body = f"(?:{walk(el.expr, capture)})++"
         elif isinstance(el, pp.ZeroOrMore):
-            body = f"(?>(?:{walk(el.expr, capture)})*)"
+            body = f"(?:{walk(el.expr, capture)})*+"
         else:
             raise NotImplementedError(type(el).__name__)
         if name and not isinstance(el, (pp.Literal, pp.Regex, pp.Combine)):
