@@ -408,19 +408,20 @@ class _SpanWriter:
         self.snames, self.enames = _span_names, _event_names
 
     def span(self, s: SpanData, out: list[bytes]) -> None:
-        p: list[bytes] = []
-        append = p.append
         tid, sid = s.trace_id, s.span_id
-        if len(tid) == 16 and len(sid) == 8:
-            append(b"\n\x10" + tid + b"\x12\x08" + sid)  # trace_id = 1, span_id = 2
+        p: list[bytes]
+        if len(tid) == 16 and len(sid) == 8:  # trace_id = 1, span_id = 2: pieces, not concatenated
+            p = [b"\n\x10", tid, b"\x12\x08", sid]
         else:
-            if tid:
-                append(_field(b"\n", tid))
-            if sid:
-                append(_field(b"\x12", sid))
+            p = [_field(b"\n", tid) if tid else b"", _field(b"\x12", sid) if sid else b""]
+        append = p.append
         parent = s.parent_span_id
-        if parent:
-            append(_field(b'"', parent))  # parent_span_id = 4
+        if parent:  # parent_span_id = 4
+            if len(parent) == 8:
+                append(b'"\x08')
+                append(parent)
+            else:
+                append(_field(b'"', parent))
         name = self.snames.get(s.name)
         append(name if name is not None else _name(self.snames, b"*", s.name))  # name = 5
         kind = s.kind
