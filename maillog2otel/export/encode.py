@@ -188,6 +188,8 @@ def _varint(n: int) -> bytes:
         return _B[n]
     if 0 < n < 0x4000:
         return bytes((n & 0x7F | 0x80, n >> 7))
+    if 0 < n < 0x200000:  # three bytes: ports, sizes
+        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14))
     if n < 0:
         n += _U64
     out = bytearray()
@@ -276,17 +278,20 @@ class _AttributeCache:
         key = self.key_fields.get(k)
         if key is None:
             key = self.key_field(k)
-        # KeyValue.value = 2: AnyValue.string_value = 1 or int_value = 3
+        # KeyValue.value = 2: AnyValue.string_value = 1 or int_value = 3; joined, not concatenated
+        # piece by piece (each + allocates and copies): high-cardinality values come here every time
         if type(v) is str:
             vb = v.encode()
             n = len(vb)
-            m = len(key) + n + 4
-            if m < 0x80:  # short: every length is one byte
-                b = tag + _B[m] + key + b"\x12" + _B[n + 2] + b"\n" + _B[n] + vb
+            if n < 0x7E:  # the value's lengths are one byte each
+                kv = b"".join((key, b"\x12", _B[n + 2], b"\n", _B[n], vb))
             else:
-                b = _field(tag, key + _field(b"\x12", _field(b"\n", vb)))
+                kv = key + _field(b"\x12", _field(b"\n", vb))
         else:
-            b = _field(tag, key + _field(b"\x12", b"\x18" + _int64(v)))  # type: ignore[arg-type]
+            iv = _LEN[v] if 0 <= v < 0x4000 else _int64(v)  # type: ignore[operator]
+            kv = b"".join((key, b"\x12", _B[len(iv) + 1], b"\x18", iv))
+        m = len(kv)
+        b = b"".join((tag, _LEN[m] if m < 0x4000 else _varint(m), kv))
         if k not in self.high_cardinality:
             self._keep(cache, (k, v), b)
         return b
