@@ -121,6 +121,9 @@ class Stitcher:
         span = item
         if self.remap:
             span.trace_id = self._trace(span.trace_id)
+        nxt = span.attrs.get("smtp.next_hop.queue_id") if span.kind != SERVER else None
+        if nxt is not None:
+            self._delivery(span, nxt)
         if span.kind == SERVER:
             for qid in _queue_ids(span):
                 hop = self.next_hop.pop(qid, None)
@@ -128,6 +131,7 @@ class Stitcher:
                     self._adopt(span, self._trace(hop[1]), hop[2])
                 else:
                     self.waiting[qid] = span
+        if span.kind == SERVER:
             # due a window after its own end, not after it was emitted: a connection whose partner
             # shows up later than that gets a span link, however the lines were batched
             self.hold.append((span.end_ns + self.server_window_ns, span))
@@ -137,9 +141,6 @@ class Stitcher:
                 # connection released at the end of the input must not keep its deliveries back
                 self.hold.append((max(child.end_ns, logged_ns) + self.window_ns, child))
             return
-        nxt = span.attrs.get("smtp.next_hop.queue_id")
-        if nxt is not None:
-            self._delivery(span, nxt)
         if span.parent_pending and span.parent_span_id is not None:
             self.children.setdefault(span.parent_span_id, []).append((now_ns, span))
             return
@@ -211,16 +212,13 @@ class Stitcher:
 
     def _leave(self, item: SpanData | MessageDone) -> SpanData | MessageDone:
         if isinstance(item, SpanData) and item.kind == SERVER:
-            sent, waiting = self.sent, self.waiting
             for qid in _queue_ids(item):
-                if waiting.get(qid) is item:
-                    del waiting[qid]
-                sent[qid] = (item.start_ns, item.trace_id, item.span_id)
-                if len(sent) > self.max_entries:
-                    self._bound(sent)
-            oldest = item.start_ns - self.match_ns
-            while sent and next(iter(sent.values()))[0] < oldest:
-                sent.popitem(last=False)
+                if self.waiting.get(qid) is item:
+                    del self.waiting[qid]
+                self.sent[qid] = (item.start_ns, item.trace_id, item.span_id)
+                self._bound(self.sent)
+            while self.sent and next(iter(self.sent.values()))[0] < item.start_ns - self.match_ns:
+                self.sent.popitem(last=False)
         return item
 
 
