@@ -259,3 +259,15 @@ def test_json_sink_still_sends_proto3_json(monkeypatch: pytest.MonkeyPatch) -> N
                 s[k] = base64.b64encode(bytes.fromhex(s[k])).decode()
     expected = encode_spans(result.spans[:5], CONFIGURED)
     assert json_format.ParseDict(doc, ExportTraceServiceRequest()) == expected
+
+
+@pytest.mark.parametrize("size", [0, 1, 100, 127, 128, 200, 16_000, 16_383, 16_384, 16_400, 70_000])
+def test_span_and_event_lengths_around_the_varint_steps(size: int) -> None:
+    """Span and event bodies of every length class (one-, two- and three-byte varints; the heads of
+    lengths below 2^14 come from tables filled as met): twice, the second time from the tables."""
+    attrs = {"big": "x" * size} if size else {}
+    spans = [SpanData("s", 1, b"t" * 16, b"s" * 8, b"p" * 8, 1, 2, attrs, [SpanEvent("e", 3, attrs)], None,
+                      ("h", "m")),
+             SpanData("s", 1, b"", b"", None, 0, 0, attrs, [SpanEvent("e", 0, {})], "", ("h", "m"))]
+    for _ in range(2):
+        same_spans(spans)

@@ -162,12 +162,34 @@ _pack_td = struct.Struct("<Bd").pack  # tag byte + double
 _pack_tsq = struct.Struct("<Bq").pack  # tag byte + sfixed64
 
 
+# The varints of lengths below 2^14 (one or two bytes), ready; and, filled as met, a length's field
+# head (tag byte + length) for the two length-delimited fields every span has: one lookup instead
+# of a concatenation (each allocates, and copies through the buffer protocol)
+_LEN = _B[:0x80] + tuple(bytes((n & 0x7F | 0x80, n >> 7)) for n in range(0x80, 0x4000))
+
+
+def _heads() -> list[bytes | None]:
+    return [None] * 0x4000
+
+
+def _head(heads: list[bytes | None], tag: bytes, n: int) -> bytes:
+    """Field head ``tag`` + length ``n``, from ``heads`` (the table of that tag) when n < 2^14."""
+    if n < 0x4000:
+        h = heads[n]
+        if h is None:
+            h = heads[n] = tag + _LEN[n]
+        return h
+    return tag + _varint(n)
+
+
 def _varint(n: int) -> bytes:
     """A base-128 varint; a negative n is written as int64 two's complement (ten bytes)."""
     if 0 <= n < 0x80:
         return _B[n]
     if 0 < n < 0x4000:
         return bytes((n & 0x7F | 0x80, n >> 7))
+    if 0 < n < 0x200000:  # three bytes: ports, sizes
+        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14))
     if n < 0:
         n += _U64
     out = bytearray()
@@ -181,7 +203,7 @@ def _varint(n: int) -> bytes:
 def _field(tag: bytes, body: bytes) -> bytes:
     """A length-delimited field: tag, length, body."""
     n = len(body)
-    return tag + (_B[n] if n < 0x80 else _varint(n)) + body
+    return tag + (_LEN[n] if n < 0x4000 else _varint(n)) + body
 
 
 def _str(tag: bytes, s: str) -> bytes:
@@ -256,17 +278,20 @@ class _AttributeCache:
         key = self.key_fields.get(k)
         if key is None:
             key = self.key_field(k)
-        # KeyValue.value = 2: AnyValue.string_value = 1 or int_value = 3
+        # KeyValue.value = 2: AnyValue.string_value = 1 or int_value = 3; joined, not concatenated
+        # piece by piece (each + allocates and copies): high-cardinality values come here every time
         if type(v) is str:
             vb = v.encode()
             n = len(vb)
-            m = len(key) + n + 4
-            if m < 0x80:  # short: every length is one byte
-                b = tag + _B[m] + key + b"\x12" + _B[n + 2] + b"\n" + _B[n] + vb
+            if n < 0x7E:  # the value's lengths are one byte each
+                kv = b"".join((key, b"\x12", _B[n + 2], b"\n", _B[n], vb))
             else:
-                b = _field(tag, key + _field(b"\x12", _field(b"\n", vb)))
+                kv = key + _field(b"\x12", _field(b"\n", vb))
         else:
-            b = _field(tag, key + _field(b"\x12", b"\x18" + _int64(v)))  # type: ignore[arg-type]
+            iv = _LEN[v] if 0 <= v < 0x4000 else _int64(v)  # type: ignore[operator]
+            kv = b"".join((key, b"\x12", _B[len(iv) + 1], b"\x18", iv))
+        m = len(kv)
+        b = b"".join((tag, _LEN[m] if m < 0x4000 else _varint(m), kv))
         if k not in self.high_cardinality:
             self._keep(cache, (k, v), b)
         return b
@@ -369,6 +394,10 @@ def _scope_field() -> bytes:
 _SCOPE_FIELD = _scope_field()
 
 
+_SPAN_HEADS = _heads()  # ScopeSpans.spans = 2
+_EVENT_HEADS = _heads()  # Span.events = 11
+
+
 class _SpanWriter:
     """Writes Spans (ScopeSpans.spans, field 2) with the attribute caches of one request at hand:
     one lookup of each cache per request, not per span, attribute list or event."""
@@ -384,19 +413,20 @@ class _SpanWriter:
         self.snames, self.enames = _span_names, _event_names
 
     def span(self, s: SpanData, out: list[bytes]) -> None:
-        p: list[bytes] = []
-        append = p.append
         tid, sid = s.trace_id, s.span_id
-        if len(tid) == 16 and len(sid) == 8:
-            append(b"\n\x10" + tid + b"\x12\x08" + sid)  # trace_id = 1, span_id = 2
+        p: list[bytes]
+        if len(tid) == 16 and len(sid) == 8:  # trace_id = 1, span_id = 2: pieces, not concatenated
+            p = [b"\n\x10", tid, b"\x12\x08", sid]
         else:
-            if tid:
-                append(_field(b"\n", tid))
-            if sid:
-                append(_field(b"\x12", sid))
+            p = [_field(b"\n", tid) if tid else b"", _field(b"\x12", sid) if sid else b""]
+        append = p.append
         parent = s.parent_span_id
-        if parent:
-            append(_field(b'"', parent))  # parent_span_id = 4
+        if parent:  # parent_span_id = 4
+            if len(parent) == 8:
+                append(b'"\x08')
+                append(parent)
+            else:
+                append(_field(b'"', parent))
         name = self.snames.get(s.name)
         append(name if name is not None else _name(self.snames, b"*", s.name))  # name = 5
         kind = s.kind
@@ -412,6 +442,7 @@ class _SpanWriter:
             _put_attrs(s.attrs, b"J", self.scache, self.sbools, self.sfloats, append)  # attributes = 9
         if s.events:
             enames, ecache, ebools, efloats = self.enames, self.ecache, self.ebools, self.efloats
+            event_heads = _EVENT_HEADS
             for e in s.events:  # events = 11: Event time_unix_nano = 1 (fixed64), name = 2, attributes = 3
                 name = enames.get(e.name)
                 if name is None:
@@ -424,7 +455,8 @@ class _SpanWriter:
                 else:
                     body = _pack_tq(0x09, ts) + name if ts else name
                 n = len(body)
-                append(b"Z" + (_B[n] if n < 0x80 else _varint(n)))
+                h = event_heads[n] if n < 0x4000 else None
+                append(h if h is not None else _head(event_heads, b"Z", n))
                 append(body)
         for trace_id, span_id, link_attrs in s.links:  # links = 13: trace_id = 1, span_id = 2, attributes = 4
             lp = [_field(b"\n", trace_id) if trace_id else b"", _field(b"\x12", span_id) if span_id else b""]
@@ -435,7 +467,8 @@ class _SpanWriter:
         append(_FLAGS_SAMPLED)
         body = b"".join(p)
         n = len(body)
-        out.append(b"\x12" + (_B[n] if n < 0x80 else _varint(n)))
+        h = _SPAN_HEADS[n] if n < 0x4000 else None
+        out.append(h if h is not None else _head(_SPAN_HEADS, b"\x12", n))
         out.append(body)
 
 
