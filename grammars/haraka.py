@@ -171,6 +171,7 @@ def rewrite(text: str, fast: bool = True) -> str:
 
 
 REWRITE = rewrite
+REWRITE_HEADS = _REWRITTEN  # the lines REWRITE may change start so: parse.py calls it for them only
 
 # --- the head of a DEFAULT record --------------------------------------------------------------
 
