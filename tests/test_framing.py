@@ -205,7 +205,7 @@ def test_stamp_cache_changes_nothing() -> None:
                           f"{head}  two spaces", f'{head} {{"level":"INFO"}}', f"{head}Z x"):
                 strays.append([line, stray])  # the Exim line first: the stray meets its stamp cached
             # the cache holds the minute: the same shapes in other seconds of it, and no second
-            for sec in (f"{(int(line[17:19]) + 7) % 60:02d}", "6x", "\u0661\u0662"):
+            for sec in (f"{(int(line[17:19]) + 7) % 60:02d}", "6x", "\u0661\u0662", "60", "99"):
                 other = f"{line[:17]}{sec}{line[19:]}"
                 strays += [[line, other], [line, other.replace(" [", "  [", 1)], [line, f"{other[:19]} x"]]
     # Haraka's stamps (timestamps=true): its fixture lines, then in the same second text that is
@@ -220,7 +220,7 @@ def test_stamp_cache_changes_nothing() -> None:
                           f"{head}.2Z mx postfix/smtpd[1]: connect from x[1.2.3.4]", f"{head}.3Z",
                           f'{head}.4Z {{"level":"INFO","message":"x: y"}}', f"{head}.5Z level=INFO uuid=- a"):
                 strays.append([line, stray])
-            for sec in (f"{(int(line[17:19]) + 7) % 60:02d}", "6x", "\u0661\u0662"):
+            for sec in (f"{(int(line[17:19]) + 7) % 60:02d}", "6x", "\u0661\u0662", "60", "99"):
                 other = f"{line[:17]}{sec}{line[19:]}"
                 strays += [[line, other], [line, other.replace("Z [", "Z  [", 1)],
                            [line, other.replace("Z [", "+01:00 [", 1)],
