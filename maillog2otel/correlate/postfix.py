@@ -135,6 +135,10 @@ class Message:
     # (trace ID, the start of its deliveries' span ID keys): made once per message, not per
     # delivery; made again when the trace ID changes (a bounce notice joins its parent's)
     span_key: tuple[bytes, str] | None = None
+    # [second, {span ID key: uses}] of its latest deliveries: one recipient can be delivered twice
+    # in a second (to=<u@x> and to=<u@x>, orig_to=<list@x>: cleanup keeps both when the original
+    # recipients differ), and the second must not get the first's span ID
+    id_uses: list[Any] | None = None
 
 
 class PostfixCorrelator:
@@ -834,7 +838,12 @@ class PostfixCorrelator:
         base = msg.span_key
         if base is None or base[0] is not msg.trace_id:
             base = msg.span_key = (msg.trace_id, f"{msg.trace_id.hex()}|{msg.key}|")
-        return span_id_for(f"{base[1]}{rcpt}|{ts_ns}|{result}")
+        key = f"{base[1]}{rcpt}|{ts_ns}|{result}"
+        uses = msg.id_uses
+        if uses is None or uses[0] != ts_ns:
+            uses = msg.id_uses = [ts_ns, {}]
+        n = uses[1][key] = uses[1].get(key, 0) + 1
+        return span_id_for(key if n == 1 else f"{key}|{n}")
 
     # --- the SERVER span -----------------------------------------------------------------------
 
@@ -997,7 +1006,7 @@ def _message_state(m: Message) -> dict[str, Any]:
     d = {f: getattr(m, f) for f in _MESSAGE_FIELDS}
     d.update(key=list(m.key), trace_id=m.trace_id.hex(),
              parent_span_id=m.parent_span_id.hex() if m.parent_span_id else None,
-             session=list(m.session.key) if m.session is not None else None)
+             session=list(m.session.key) if m.session is not None else None, id_uses=m.id_uses)
     return d
 
 
@@ -1007,6 +1016,7 @@ def _message_from(d: dict[str, Any]) -> Message:
                 d["first_ns"], d["last_ns"])
     for f in _MESSAGE_FIELDS:
         setattr(m, f, d[f])
+    m.id_uses = d.get("id_uses")  # absent from the state files of versions before it
     return m
 
 
