@@ -27,6 +27,8 @@ HOT = [(name, _compiled["source_of"](name)) for name in _compiled["HOT"]]
 # Python semantics kept exactly: annotations are documentation, not C types (a ``float`` annotation
 # would otherwise become a C double, an ``int`` one an exact-int check); the pure and the compiled
 # modules must give byte-identical output (tests/test_compiled.py).
+# C types come only from a module's augmenting .pxd beside its .py (framing.pxd: Framer as an
+# extension type), which Cython reads by itself and the pure install never does.
 DIRECTIVES = {"language_level": 3, "annotation_typing": False, "binding": True,
               "embedsignature": False, "always_allow_keywords": True}
 
