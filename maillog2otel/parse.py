@@ -133,7 +133,7 @@ def _prefix_reader(regex: re.Pattern[str], names: dict[str, str], shortcut: str 
         fields = [names.get(g, g) for g, _ in sorted(short.groupindex.items(), key=lambda kv: kv[1])]
         order = [names.get(g, g) for g, _ in sorted(regex.groupindex.items(), key=lambda kv: kv[1])]
         if short.groups != len(fields) + 2 or [f for f in order if f in fields] != fields:
-            raise ValueError("PREFIX_SHORTCUT: one named group per field, in the prefix's order, no other group")
+            raise ValueError("PREFIX_SHORTCUT: a named group per field, in the prefix's order, no other")
         ns["short"] = short.match
         values = ", ".join(f"v{i}" for i in range(len(fields)))
         as_dict = ", ".join(f"{name!r}: v{i}" for i, name in enumerate(fields))

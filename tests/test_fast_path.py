@@ -205,10 +205,11 @@ _U = "8270FD71-1B4A-4D2C-9C1E-CCC4DAE82BB0"
 _HARAKA_HEADS = [
     f"[INFO] [{_U}] [core] connect ip=1", f"[INFO] [{_U.lower()}.12.3] [outbound]  delivered a=1",
     f"[INFO] [{_U}.1.2.3] [core] x", f"[INFO] [{_U}.] [core] x", f"[INFO] [{_U}.\u0663] [core] x",
-    f"[INFO] [{_U[:-1]}] [core] x", f"[INFO] [{_U}x] [core] x", f"[INFO] [-] [core] [smtp_client] uuid=1",
-    f"[INFO] [{_U}] [core]  [x] y", f"[INFO] [{_U}] [core]   x", f"[INFO] [{_U}] [core] ", f"[INFO] [{_U}] [core]",
-    f"[INFO] [{_U}] [{_U}] x", f"[INFO] [{_U}] [8270FD71-x] y", "[INFO] [core] [plugin] x", "[INFO] [core] x",
-    "[INFO] [-] [-] x", "[INFO] [-] [] x", "[INFO] [-] [a]b] x", "[INFO] [-] [a [b] x", "[INFO] [--] [core] x",
-    "[INFOX] [-] [core] x", "[info] [-] [core] x", "[INFO]  [-] [core] x", "[INFO] [-] [core] key=v:w",
-    "[INFO] [-] [core] C: a:b", "[INFO] [-] [core] \u00e9t\u00e9 x", "[INFO] [-] [core] a\nb c", "[INFO] [-] [co re] x",
+    f"[INFO] [{_U[:-1]}] [core] x", f"[INFO] [{_U}x] [core] x", "[INFO] [-] [core] [smtp_client] uuid=1",
+    f"[INFO] [{_U}] [core]  [x] y", f"[INFO] [{_U}] [core]   x", f"[INFO] [{_U}] [core] ",
+    f"[INFO] [{_U}] [core]", f"[INFO] [{_U}] [{_U}] x", f"[INFO] [{_U}] [8270FD71-x] y",
+    "[INFO] [core] [plugin] x", "[INFO] [core] x", "[INFO] [-] [-] x", "[INFO] [-] [] x",
+    "[INFO] [-] [a]b] x", "[INFO] [-] [a [b] x", "[INFO] [--] [core] x", "[INFOX] [-] [core] x",
+    "[info] [-] [core] x", "[INFO]  [-] [core] x", "[INFO] [-] [core] key=v:w", "[INFO] [-] [core] C: a:b",
+    "[INFO] [-] [core] \u00e9t\u00e9 x", "[INFO] [-] [core] a\nb c", "[INFO] [-] [co re] x",
 ]
