@@ -183,6 +183,14 @@ PREFIX = seq(
     opt(" "),
 )
 
+# Nearly every line's head, for parse.py to try before PREFIX (one regex call and no per-field
+# tests, ~3k instructions a line less): a level, a UUID or "-", an origin, and no [extra] group
+# after it. PREFIX reads whatever this matches the same way and to the same end: its level, UUID and
+# origin are the same atomic pieces, each followed by "] "; its [extra] groups would need the "["
+# this refuses; its optional space is the one taken here.
+PREFIX_SHORTCUT = (r"\[(?P<level>" + LEVELS + r")\] \[(?P<uuid>-|" + UUID_RE + r"(?:\.\d+){0,2}+)\] "
+                   r"\[(?P<origin>(?![0-9A-Fa-f]{8}-)[^\]]++)\]  ?+(?!\[)")
+
 # --- message shapes ----------------------------------------------------------------------------
 
 

@@ -53,7 +53,8 @@ class Grammar:
         self._daemons: dict[str, dict[str | None, Candidates]] = {}
         self._read_prefix: Callable[[str], tuple[dict[str, Any] | None, str, str]] | None = None
         if self.prefix is not None and self.fast and self._prefix_re is not None:
-            self._read_prefix = _prefix_reader(self._prefix_re, self.prefix.group_names)
+            self._read_prefix = _prefix_reader(self._prefix_re, self.prefix.group_names,
+                                               getattr(modules[0], "PREFIX_SHORTCUT", None))
 
     def _candidates(self, daemon: str, key: str | None) -> Candidates:
         """The rules a line of ``daemon`` starting with ``key`` can be, in grammar order."""
@@ -104,12 +105,18 @@ class Grammar:
         return None
 
 
-def _prefix_reader(regex: re.Pattern[str], names: dict[str, str]
+def _prefix_reader(regex: re.Pattern[str], names: dict[str, str], shortcut: str | None = None
                    ) -> Callable[[str], tuple[dict[str, Any] | None, str, str]]:
     """Writes the function that takes a line's prefix (Postfix's queue ID, Exim's stamp, pid and
     message ID, Haraka's level, UUID and origin) apart: its fields, the rest of the message, and the
     rest's first word (the dispatch key), read by a lookahead in the same match. Every line goes
-    through it; generated like the rules' own readers (``grammars.common._fast_parser``)."""
+    through it; generated like the rules' own readers (``grammars.common._fast_parser``).
+
+    ``shortcut`` (a grammar's ``PREFIX_SHORTCUT``): a stricter pattern for the common head, tried
+    first, with a named group per field it reads, each taking part in every match, in the prefix's
+    field order; whatever it matches the prefix must read the same way, to the same end. It gives
+    the fields, the rest and the first word in one ``groups()``: no test and store per field, no
+    optional outer group, no slice (Haraka: 12.5k -> 9.4k instructions a line)."""
     from maillog2otel.grammars.common import field_lines
 
     # One match for every line, prefix or not: the prefix is optional (group 1 tells whether it
@@ -121,6 +128,18 @@ def _prefix_reader(regex: re.Pattern[str], names: dict[str, str]
     body = ["def read(text):", "    g = match(text).groups()", "    if g[0] is None:",
             "        return None, text, g[-1]", "    d = {}",
             *field_lines(both, names, {}, ns), "    return d, text[len(g[0]):], g[-1]"]
+    if shortcut is not None:
+        short = re.compile(f"(?:{shortcut})(?=({_FIRST_WORD.pattern}))((?s:.*))")
+        fields = [names.get(g, g) for g, _ in sorted(short.groupindex.items(), key=lambda kv: kv[1])]
+        order = [names.get(g, g) for g, _ in sorted(regex.groupindex.items(), key=lambda kv: kv[1])]
+        if short.groups != len(fields) + 2 or [f for f in order if f in fields] != fields:
+            raise ValueError("PREFIX_SHORTCUT: a named group per field, in the prefix's order, no other")
+        ns["short"] = short.match
+        values = ", ".join(f"v{i}" for i in range(len(fields)))
+        as_dict = ", ".join(f"{name!r}: v{i}" for i, name in enumerate(fields))
+        body[1:1] = ["    m = short(text)", "    if m is not None:",
+                     f"        {values}, key, rest = m.groups()",
+                     f"        return {{{as_dict}}}, rest, key"]
     exec("\n".join(body), ns)  # our own generated source, from our own grammar
     return ns["read"]
 

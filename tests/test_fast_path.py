@@ -184,7 +184,7 @@ def test_prefix_reader_equals_match_slice_and_first_word(module) -> None:
     grammar = Grammar([module])
     assert grammar._read_prefix is not None
     seen = 0
-    for body in _messages(grammar):
+    for body in [*_messages(grammar), *_HARAKA_HEADS]:
         for text in (body, body[1:], "x" + body, ""):
             m = grammar._prefix_re.match(text)
             want_fields = None
@@ -193,6 +193,23 @@ def test_prefix_reader_equals_match_slice_and_first_word(module) -> None:
                 names = grammar.prefix.group_names
                 want_fields = {names.get(g, g): v for g, v in m.groupdict().items() if v is not None}
                 rest = text[m.end():]
-            assert grammar._read_prefix(text) == (want_fields, rest, _FIRST_WORD.match(rest)[0]), text
+            got = grammar._read_prefix(text)
+            assert got == (want_fields, rest, _FIRST_WORD.match(rest)[0]), text
+            assert list((got[0] or {}).items()) == list((want_fields or {}).items()), text  # key order too
             seen += 1
     assert seen > 400
+
+
+# Heads at the edges of Haraka's PREFIX_SHORTCUT (the reader's first try): each must read as PREFIX does.
+_U = "8270FD71-1B4A-4D2C-9C1E-CCC4DAE82BB0"
+_HARAKA_HEADS = [
+    f"[INFO] [{_U}] [core] connect ip=1", f"[INFO] [{_U.lower()}.12.3] [outbound]  delivered a=1",
+    f"[INFO] [{_U}.1.2.3] [core] x", f"[INFO] [{_U}.] [core] x", f"[INFO] [{_U}.\u0663] [core] x",
+    f"[INFO] [{_U[:-1]}] [core] x", f"[INFO] [{_U}x] [core] x", "[INFO] [-] [core] [smtp_client] uuid=1",
+    f"[INFO] [{_U}] [core]  [x] y", f"[INFO] [{_U}] [core]   x", f"[INFO] [{_U}] [core] ",
+    f"[INFO] [{_U}] [core]", f"[INFO] [{_U}] [{_U}] x", f"[INFO] [{_U}] [8270FD71-x] y",
+    "[INFO] [core] [plugin] x", "[INFO] [core] x", "[INFO] [-] [-] x", "[INFO] [-] [] x",
+    "[INFO] [-] [a]b] x", "[INFO] [-] [a [b] x", "[INFO] [--] [core] x", "[INFOX] [-] [core] x",
+    "[info] [-] [core] x", "[INFO]  [-] [core] x", "[INFO] [-] [core] key=v:w", "[INFO] [-] [core] C: a:b",
+    "[INFO] [-] [core] \u00e9t\u00e9 x", "[INFO] [-] [core] a\nb c", "[INFO] [-] [co re] x",
+]

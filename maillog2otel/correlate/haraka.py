@@ -137,19 +137,20 @@ class HarakaCorrelator:
 
     def _dispatch(self, ev: Event, out: list[Output]) -> None:
         f = ev.fields
+        rule = ev.rule
         uuid = f.get("uuid", "-")
-        if f.get("origin") == "outbound" or ev.rule in _OUTBOUND_RULES or uuid.count(".") >= 2:
+        if f.get("origin") == "outbound" or rule in _OUTBOUND_RULES or uuid.count(".") >= 2:
             first = len(out)
             self.outbound.feed(ev, out)
             if len(out) > first and self.s.span_events:  # only the stitcher reads it: no spans, no stitcher
                 self._mark_pending(out, first)
             return
-        handler = self._handlers.get(ev.rule)
+        handler = self._handlers.get(rule)
         if handler is not None:
             handler(ev, out)
-        elif ev.rule == "other" and "level" not in f:
+        elif rule == "other" and "level" not in f:
             self.stats.bump("untagged_line")
-        elif uuid != "-" and (conn := self._conn(ev)) is not None and ev.rule == "running_plugin":
+        elif uuid != "-" and (conn := self._conn(ev)) is not None and rule == "running_plugin":
             conn.debug = True
 
     def tick(self, now_ns: int) -> list[Output]:
@@ -230,7 +231,8 @@ class HarakaCorrelator:
         rec = ev.record
         c = self._conns_get((rec.host, uuid.partition(".")[0]))
         if c is not None:
-            c.last_ns = max(c.last_ns, rec.ts_ns)
+            if rec.ts_ns > c.last_ns:  # noqa: PLR1730  (max() is a call on most lines of a connection)
+                c.last_ns = rec.ts_ns
             ev.ctx = (c.trace_id, c.span_id)  # --logs: the line belongs to the connection's span
         return c
 
