@@ -134,7 +134,7 @@ def _interface(text: str) -> dict[str, Any]:
 
 
 def _int_or_text(text: str) -> int | str:
-    return int(text) if text.isdigit() else text
+    return int(text) if text.isdecimal() else text
 
 
 _CONVERT = {"S": _int_or_text, "M8S": _int_or_text, "D": seconds, "DT": seconds, "QT": seconds, "RT": seconds,
@@ -243,7 +243,7 @@ def _tags_by_regex(text: str) -> dict[str, Any]:
             elif val[:1] == "<" and val[-1:] == ">":
                 val = val[1:-1]
             if key in _INTS:
-                out[key] = int(val) if val.isdigit() else val
+                out[key] = int(val) if val.isdecimal() else val
             elif key in _DURATIONS:
                 out[key] = seconds(val)
             elif key == "I":

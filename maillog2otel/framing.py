@@ -362,7 +362,7 @@ class Framer:
         pid_s = _journal_value(entry.get("SYSLOG_PID")) or _journal_value(entry.get("_PID"))
         host = _journal_value(entry.get("_HOSTNAME")) or self.default_host
         self.last_ns = ts
-        rec = Record(ts, host, prog, int(pid_s) if pid_s and pid_s.isdigit() else None, msg, None,
+        rec = Record(ts, host, prog, int(pid_s) if pid_s and pid_s.isdecimal() else None, msg, None,
                      self.stream, offset)
         cursor = entry.get("__CURSOR")
         if isinstance(cursor, str):

@@ -47,7 +47,7 @@ def parse_listen(text: str) -> tuple[str, int]:
     """``HOST:PORT``, ``[v6]:PORT`` or ``:PORT`` (all interfaces) -> (host, port)."""
     text = text.strip()
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
+    if not sep or not port.isdecimal() or int(port) > 65535:
         raise ValueError(f"--prometheus wants HOST:PORT (e.g. 127.0.0.1:9464), got {text!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]

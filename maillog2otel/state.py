@@ -159,7 +159,7 @@ def remove(path: str) -> None:
 
 def _dead(pid: str) -> bool:
     """Whether the process of a temporary file's name is gone (another may still be writing)."""
-    if not pid.isdigit():
+    if not pid.isdecimal():
         return False
     if int(pid) == os.getpid():
         return True

@@ -147,6 +147,31 @@ def test_ids_reused_and_lines_out_of_order(rnd: random.Random, mta: str) -> None
     feed(lines)
 
 
+# after "=" and "/": the key=value and a/b/c numbers the correlators convert
+_NUMBER_AT = re.compile(r"(?<=[=/])\d+(?:\.\d+)?")
+NUMBER_MANGLES = {
+    "superscript": lambda m: "\u00b2" + m[0],  # "²".isdigit() is true, int("²") raises
+    "arabic-indic": lambda m: "\u0663" + m[0],  # int() reads it: ٣
+    "fullwidth": lambda m: "\uff17" + m[0],
+    "nan": lambda m: "nan",  # float() reads these, int() of them raises
+    "inf": lambda m: "inf",
+    "huge": lambda m: "1e999",
+}
+
+
+@pytest.mark.parametrize("mangle", sorted(NUMBER_MANGLES))
+def test_numbers_that_are_not_plain_digits(mangle: str) -> None:
+    """Every number in every fixture line's body made into one that the usual tests let through
+    and ``int()`` or ``float()`` then refuse or read as NaN or infinity: S=²2157, time=nan."""
+    for mta, lines in FIXTURE_LINES.items():
+        texts = []
+        for line in lines:
+            head = _ENVELOPE.match(line)
+            cut = head.end() if head else 0
+            texts.append(line[:cut] + _NUMBER_AT.sub(NUMBER_MANGLES[mangle], line[cut:]))
+        feed(texts, mta)
+
+
 def test_one_mtas_lines_under_another_mtas_name() -> None:
     """Exim and Haraka bodies under Postfix envelopes and the reverse, with every MTA loaded."""
     texts = []

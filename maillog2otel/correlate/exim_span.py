@@ -121,7 +121,7 @@ def tls_attrs(tags: dict[str, Any]) -> dict[str, Any]:
         out["tls.protocol.version"] = _TLS_VERSION.sub(r"TLSv\1", parts[0])  # as Postfix names it
         if len(parts) > 1:
             out["tls.cipher"] = ":".join(parts[1:-1] if len(parts) > 2 else parts[1:])
-        if len(parts) > 2 and parts[-1].isdigit():
+        if len(parts) > 2 and parts[-1].isdecimal():
             out["exim.tls.bits"] = int(parts[-1])
     if "CV" in tags:
         out["exim.tls.cert_verified"] = tags["CV"]

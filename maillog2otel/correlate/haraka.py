@@ -240,7 +240,7 @@ class HarakaCorrelator:
         """The transaction a line names (``UUID.n``); the last one when the line has no number."""
         _, dot, rest = ev.fields.get("uuid", "").partition(".")
         num = rest.partition(".")[0]
-        n = int(num) if dot and num.isdigit() else None
+        n = int(num) if dot and num.isdecimal() else None
         txns = c.txns
         if txns:
             last = txns[-1]

@@ -322,7 +322,7 @@ class Outbound:
         host, ip, port = kv.get("host", ""), kv.get("ip", ""), kv.get("port", "")
         if ip:
             attrs["server.address"] = ip
-        if port.isdigit():
+        if port.isdecimal():
             attrs["server.port"] = int(port)
         if host and not _IP.fullmatch(host):
             attrs["net.peer.name"] = host
@@ -426,6 +426,6 @@ def _domain(addr: str) -> str:
 
 
 def _counts(text: str) -> tuple[int, int, int]:
-    parts = [int(p) if p.isdigit() else 0 for p in text.split("/")]
+    parts = [int(p) if p.isdecimal() else 0 for p in text.split("/")]
     parts += [0] * (3 - len(parts))
     return parts[0], parts[1], parts[2]

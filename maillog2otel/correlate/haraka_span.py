@@ -7,6 +7,7 @@ Haraka logs CONT as OK and replies 550); ``accepted`` and ``_resolve`` weigh wha
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -126,8 +127,8 @@ def build(c: Conn, verbose: bool, with_events: bool = True) -> list[Output]:
         if t.queued_ns is not None and not t.outbound:  # a queue plugin took it: nothing follows
             out.append(MessageDone(MTA, c.host, c.trace_id, t.queued_ns))
     end = c.end_ns if c.end_ns > c.start_ns else c.start_ns
-    if c.inferred_ts and d.get("time"):  # no times in the log: the connection's own clock
-        end = c.start_ns + int(float(d["time"]) * NS)
+    if c.inferred_ts and (took := _duration_s(d.get("time"))) is not None:  # no times in the log:
+        end = c.start_ns + int(took * NS)  # the connection's own clock
     hooks = _hooks(c, d, relaying, verdicts)
     if c.auth and not c.protocol:
         settle_info(c.auth, relaying, d.get("lr", ""))
@@ -340,13 +341,13 @@ def _attrs(c: Conn, d: dict[str, str]) -> dict[str, Any]:
         if k in d:
             attrs[name] = d[k] == "Y"
     for k, name in _NUMBERS:
-        if d.get(k, "").isdigit():
+        if d.get(k, "").isdecimal():
             attrs[name] = int(d[k])
     if d.get("time"):
         attrs["haraka.duration_s"] = d["time"]
     for k, names in _COUNTERS:
         for name, value in zip(names, d.get(k, "").split("/"), strict=False):
-            if value.isdigit():
+            if value.isdecimal():
                 attrs[name] = int(value)
     if d.get("lr"):
         attrs["haraka.last_reject"] = d["lr"]
@@ -390,7 +391,7 @@ def _resolve(t: Txn, relaying: bool | None) -> list[tuple[Rcpt, bool | None, int
     line settle the recipients whose verdict rests on the relaying flag alone, when they can."""
     verdicts = [(r, *accepted(r, relaying)) for r in t.rcpts]
     counted = (t.message or {}).get("rcpts", "").split("/")[0]
-    if counted.isdigit():
+    if counted.isdecimal():
         weak = [i for i, (_, _, how) in enumerate(verdicts) if how in ("relaying", "unknown")]
         strong = sum(1 for _, ok, how in verdicts if ok and how not in ("relaying", "unknown"))
         need = int(counted) - strong
@@ -414,7 +415,7 @@ def _resolve(t: Txn, relaying: bool | None) -> list[tuple[Rcpt, bool | None, int
 def message_size(t: Txn) -> int | None:
     """Haraka's ``size=`` counts the terminating ``.\\r\\n`` (``.\\n`` from a bare-LF client)."""
     raw = (t.message or {}).get("size", "")
-    if not raw.isdigit():
+    if not raw.isdecimal():
         return None
     return max(0, int(raw) - (2 if t.bare_lf else 3))
 
@@ -426,6 +427,18 @@ def refuse(events: list[SpanEvent], out: list[Output], host: str, ts: int, *, st
     out.append(Count(MTA, host, ts, "rejected", reason=f"{code} {reason}"))
 
 
+def _duration_s(text: str | None) -> float | None:
+    """``time=`` of a disconnect line, in seconds; None for what is not a finite, non-negative
+    number (a damaged line: "²0.1", "nan", "inf")."""
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
 def _reject(ts: int, stage: str, code: int, reason: str) -> SpanEvent:
     return SpanEvent("smtp.reject", ts, {"smtp.reject.stage": stage, "smtp.response.code": code,
                                          "smtp.reject.reason": reason})
@@ -434,5 +447,5 @@ def _reject(ts: int, stage: str, code: int, reason: str) -> SpanEvent:
 def address(attrs: dict[str, Any], role: str, ip: str | None, port: str | None) -> None:
     if ip:
         attrs[f"{role}.address"] = ip
-    if port and str(port).isdigit():
+    if port and str(port).isdecimal():
         attrs[f"{role}.port"] = int(port)

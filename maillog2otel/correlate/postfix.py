@@ -552,7 +552,7 @@ class PostfixCorrelator:
         if test == "DNSBL rank":
             test = "DNSBL"
             attrs["postfix.postscreen.test"] = test
-            rank = int(detail.split()[0]) if detail.split() and detail.split()[0].isdigit() else None
+            rank = int(detail.split()[0]) if detail.split() and detail.split()[0].isdecimal() else None
             if rank is not None:
                 attrs["postfix.postscreen.dnsbl.rank"] = rank
                 sess.attrs["postfix.postscreen.dnsbl.rank"] = rank
