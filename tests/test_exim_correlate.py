@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -16,7 +17,7 @@ from maillog2otel.correlate.base import CorrelateSettings
 from maillog2otel.correlate.exim import EximCorrelator
 from maillog2otel.framing import Framer, LocalClock, YearGuess
 from maillog2otel.parse import Grammar
-from maillog2otel.records import Connection, Delivery, SpanData
+from maillog2otel.records import Connection, Count, Delivery, MessageDone, SpanData
 from maillog2otel.testing import Result, run_pipeline
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "exim"
@@ -434,32 +435,54 @@ def test_both_id_formats_in_one_log(tmp_path: Path) -> None:
     assert _normalised(result) == _normalised(original)
 
 
-@pytest.mark.parametrize("name", SETS)
-def test_without_span_events_connections_differ_only_in_events(name: str) -> None:
-    """No span exported (``span_events=False``): the same connections, attributes, times and command
-    counts (what the metrics read), without the events nobody would see; deliveries with the same
-    IDs (--logs' records carry them), host, result and time, without the span's attributes."""
-    def outputs(settings: CorrelateSettings) -> list:
-        grammar = Grammar([exim_grammar])
-        framer = Framer(stream=0, clock=LocalClock("UTC"), year=YearGuess(2026), default_host="mx")
-        corr = EximCorrelator(settings)
-        out = []
-        for line in (FIX / f"{name}.mainlog").read_text().splitlines():
-            ev = grammar.parse(framer.frame(line, 0))  # type: ignore[arg-type]
-            if ev is not None:
-                out += corr.feed(ev)
-        return out + corr.finish()
+def _fixture_outputs(name: str, settings: CorrelateSettings) -> list:
+    grammar = Grammar([exim_grammar])
+    framer = Framer(stream=0, clock=LocalClock("UTC"), year=YearGuess(2026), default_host="mx")
+    corr = EximCorrelator(settings)
+    out = []
+    for line in (FIX / f"{name}.mainlog").read_text().splitlines():
+        ev = grammar.parse(framer.frame(line, 0))  # type: ignore[arg-type]
+        if ev is not None:
+            out += corr.feed(ev)
+    return out + corr.finish()
 
-    full, lean = outputs(CorrelateSettings()), outputs(CorrelateSettings(span_events=False))
-    assert len(full) == len(lean) and any(isinstance(o, Connection) for o in full)
+
+def _metric_facts(o: Any) -> tuple[Any, ...]:
+    """What metrics read of an output (``Aggregator.connection``/``delivery``/``count``)."""
+    if isinstance(o, Connection):
+        return ("c", o.host, o.start_ns, o.end_ns, o.commands, o.auth, o.duration_known)
+    if isinstance(o, Delivery):
+        return ("d", o.host, o.end_ns, o.result, o.counted)
+    assert isinstance(o, Count), o
+    return ("n", o.host, o.ts_ns, o.result, o.size_bytes, o.reason)
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_without_span_events_same_metric_facts(name: str) -> None:
+    """No span exported (``span_events=False``): the same connections, deliveries and counts, with
+    the same times, command and AUTH counts (what the metrics read) and IDs (--logs' records carry
+    them); no events, no span attributes, no ``MessageDone`` (only the stitcher reads it)."""
+    full = [o for o in _fixture_outputs(name, CorrelateSettings()) if not isinstance(o, MessageDone)]
+    lean = _fixture_outputs(name, CorrelateSettings(span_events=False))
+    assert any(isinstance(o, Connection) for o in full)
+    assert [_metric_facts(o) for o in full] == [_metric_facts(o) for o in lean]
     for a, b in zip(full, lean, strict=True):
+        if isinstance(a, Connection | Delivery):
+            assert (b.trace_id, b.span_id) == (a.trace_id, a.span_id)
+            assert b.parent_span_id == a.parent_span_id and b.error == a.error
         if isinstance(a, Connection):
-            assert b.events == []
-            a.events = []
+            assert b.events == [] and not any(k.startswith("smtp.command.") for k in b.attrs)
         if isinstance(a, Delivery):
             assert b.attrs == {} and b.start_ns == b.end_ns
-            a.attrs, a.start_ns = {}, a.end_ns
-        assert a == b
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_without_ids_same_metric_facts(name: str) -> None:
+    """Nothing reads an ID (no spans, no --logs, a backfill): none is hashed, the metrics are the same."""
+    with_ids = _fixture_outputs(name, CorrelateSettings(span_events=False))
+    without = _fixture_outputs(name, CorrelateSettings(span_events=False, span_ids=False))
+    assert [_metric_facts(o) for o in without] == [_metric_facts(o) for o in with_ids]
+    assert all(o.trace_id == b"" and not o.span_id for o in without if isinstance(o, Connection | Delivery))
 
 
 def _pieces(message: str, size: int) -> list[str]:
@@ -493,3 +516,17 @@ def test_syslog_pieces_of_long_entries_are_joined(tmp_path: Path) -> None:
     assert c.parsed + c.known == len(lines) - 2
     assert _sessions(joined) == _sessions(native)
     assert _outcomes(joined) == _outcomes(native)
+
+
+def test_state_saved_with_extra_counts_in_attributes_loads() -> None:
+    """Before ``Session.extra`` the commands only rejection lines prove were kept as ``exim.extra.*``
+    attributes: such a saved session loads with them as counts, not as span attributes."""
+    from maillog2otel.correlate.exim_span import Session, build_connection
+
+    s = Session("k", "mx", b"t" * 16, b"s" * 8, NS, NS, attrs={"mta.name": "exim", "exim.extra.ehlo": 2})
+    d = s.state()
+    loaded = Session.from_state(d)
+    assert loaded.extra == {"ehlo": 2} and loaded.attrs == {"mta.name": "exim"}
+    assert d["attrs"] == {"mta.name": "exim", "exim.extra.ehlo": 2}  # the saved state is left as it was
+    c = build_connection(loaded)
+    assert c.commands["ehlo"] == 2 and "exim.extra.ehlo" not in c.attrs

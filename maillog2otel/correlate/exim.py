@@ -31,6 +31,7 @@ from maillog2otel.records import Count, Event, Output, SpanEvent
 from maillog2otel.telemetry.ids import ids_for
 
 SYNTHETIC_IDLE_NS = 60 * NS  # a session without connection lines ends a minute after its last line
+_NO_IDS = (b"", b"")  # a session's trace and span ID when nothing reads them (CorrelateSettings.span_ids)
 _B62 = {c: i for i, c in enumerate("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")}
 _LOCAL_SMTP = re.compile(r"local-e?smtp")  # -bs: SMTP over a pipe (not -bS batches)
 _TLS_PROTO = re.compile(r"(?:utf8)?(?:e?smtpsa?|e?ssmtpa?)")
@@ -281,7 +282,8 @@ class EximCorrelator:
         host = ev.record.host
         who = f"{h['address']}:{h.get('port')}" if h else f"user:{user}"
         key = f"{host}|{'synthetic|' if synthetic else ''}{who}|{h.get('helo') if h else ''}|{pid}|{start_ns}"
-        trace_id, span_id = ids_for(f"exim|{key}")
+        # a blake2b per session: skipped when no span, log record or saved state reads the IDs
+        trace_id, span_id = ids_for(f"exim|{key}") if self.s.span_ids else _NO_IDS
         s = Session(key, host, trace_id, span_id, start_ns, start_ns, pid=pid, user=user, synthetic=synthetic,
                     attrs={"mta.name": MTA, "network.transport": "tcp" if h else "pipe"})
         if pid is not None:
@@ -644,7 +646,9 @@ class EximCorrelator:
 
     def _count(self, s: Session, command: str) -> None:
         """A command a rejection line proves that no transaction accounts for."""
-        s.attrs[f"exim.extra.{command}"] = s.attrs.get(f"exim.extra.{command}", 0) + 1
+        if s.extra is None:
+            s.extra = {}
+        s.extra[command] = s.extra.get(command, 0) + 1
 
     def _auth(self, s: Session, tags: dict[str, Any], ts: int) -> None:
         """``A=<authenticator>[:<id>]`` (on ``<=``, RCPT/DATA rejections and ``no MAIL``): the

@@ -20,6 +20,7 @@ from maillog2otel.telemetry.ids import ids_for, span_id_for
 _RETRY_NOT_DUE = re.compile(r"retry time not (?:yet )?reached", re.IGNORECASE)
 _TAG_ATTRS = (("R", "exim.router"), ("T", "exim.transport"), ("S", "exim.delivery.size_bytes"),
               ("QT", "exim.queue_time_s"), ("DT", "exim.deliver_time_s"))
+_NO_ID = b""  # a message's trace ID and a delivery's span ID when nothing reads them (span_ids)
 REPLY = re.compile(r"(?:^|: )(?P<code>[2-5]\d\d)[ -](?:(?P<enh>[245]\.\d{1,3}\.\d{1,3})\b)?")
 
 
@@ -61,7 +62,7 @@ class MessageBook:
         if s is not None:
             trace_id, parent = s.trace_id, s.span_id
         else:
-            trace_id, _ = ids_for(f"exim|{host}|message|{msgid}|{ts}")
+            trace_id = ids_for(f"exim|{host}|message|{msgid}|{ts}")[0] if self.s.span_ids else _NO_ID
             parent = None
         msg = Message(msgid, host, trace_id, parent, ts, ts, session=s)
         if self.table.pop((host, msgid)) is not None:
@@ -147,7 +148,8 @@ class MessageBook:
         msg = self.table.pop((ev.record.host, msgid)) if msgid else None
         if msg is not None:
             ev.ctx = (msg.trace_id, msg.parent_span_id)
-            out.append(MessageDone(MTA, ev.record.host, msg.trace_id, ev.record.ts_ns))
+            if self.s.span_events:  # only the stitcher reads it, and only spans go there
+                out.append(MessageDone(MTA, ev.record.host, msg.trace_id, ev.record.ts_ns))
 
     def _attrs(self, f: dict[str, Any], tags: dict[str, Any], rcpt: str) -> dict[str, Any]:
         a: dict[str, Any] = {}
@@ -203,12 +205,14 @@ class MessageBook:
                         attrs, error, parent_pending=pending)
 
     def _bare(self, msg: Message, ev: Event, rcpt: str, result: str, error: str | None = None) -> Delivery:
-        """``_span`` when no span is exported (metrics only): the same IDs (for --logs' records) and
-        result, none of the attributes; metrics read the host, result and time."""
+        """``_span`` when no span is exported (metrics only): the same IDs (for --logs' records; none
+        when nothing reads them) and result, none of the attributes; metrics read the host, result
+        and time."""
         ts = ev.record.ts_ns
         msg.attempts += 1
         msg.host_note = None
-        span_id = span_id_for(f"{msg.trace_id.hex()}|{msg.msgid}|{rcpt}|{ts}|{result}|{msg.attempts}")
+        span_id = span_id_for(f"{msg.trace_id.hex()}|{msg.msgid}|{rcpt}|{ts}|{result}|{msg.attempts}") \
+            if self.s.span_ids else _NO_ID
         ev.ctx = (msg.trace_id, span_id)
         s = msg.session
         pending = s is not None and not s.emitted and msg.parent_span_id == s.span_id

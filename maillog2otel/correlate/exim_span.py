@@ -17,6 +17,7 @@ from maillog2otel.records import Connection, SpanEvent
 
 MTA = "exim"
 NS = 1_000_000_000
+_EXTRA = "exim.extra."  # where a state saved before Session.extra kept its counts: in the attributes
 # Within one log tick keep SMTP's own order (lines have 1 s resolution without +millisec).
 _ORDER = {"smtp.helo": 0, "smtp.ehlo": 0, "smtp.starttls": 1, "smtp.auth": 1, "smtp.mail": 2, "smtp.rcpt": 3,
           "smtp.reject": 3, "smtp.data": 4, "smtp.queue_ok": 5, "smtp.reset_transaction": 6}
@@ -78,6 +79,8 @@ class Session:
     emitted: bool = False  # its span is out: deliveries need not wait for it (stitching)
     auth: dict[str, int] = field(default_factory=dict)  # AUTH attempts by result (Connection.auth)
     auth_event: int | None = None  # index in events of the accepted login's smtp.auth event
+    # commands only rejection lines prove (EximCorrelator._count), by name; None until one does
+    extra: dict[str, int] | None = None
 
     def txn(self, ts: int, mail_from: str | None = None, proved: bool = False) -> Txn:
         """The transaction in progress, or a new one."""
@@ -109,6 +112,10 @@ class Session:
         d["trace_id"], d["span_id"] = bytes.fromhex(d["trace_id"]), bytes.fromhex(d["span_id"])
         d["events"] = [SpanEvent(*e) for e in d["events"]]
         d["txns"] = [Txn.from_state(t) for t in d["txns"]]
+        # a state saved before ``extra`` was a field kept those counts among the attributes
+        if any(k.startswith(_EXTRA) for k in d["attrs"]):
+            d["attrs"] = attrs = dict(d["attrs"])
+            d["extra"] = {k[len(_EXTRA):]: attrs.pop(k) for k in [k for k in attrs if k.startswith(_EXTRA)]}
         return cls(**d)
 
 
@@ -147,7 +154,6 @@ def _command_counts(text: str) -> dict[str, int]:
     return counts
 
 
-_EXTRA = "exim.extra."
 _COMMAND_ATTR = {name: f"smtp.command.{name}" for name in (
     "connect", "helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "rset", "quit", "noop")}
 
@@ -157,18 +163,21 @@ def build_connection(s: Session, with_events: bool = True) -> Connection:
 
     Once per session, but with every event dict written out literally (not copied from a shared
     one) and no per-attribute method calls: it was a quarter of Exim's correlation time. Without
-    ``with_events`` (no span is exported) only what metrics read is made: the command counts."""
+    ``with_events`` (no span is exported) only what metrics read is made: the command and AUTH
+    counts and the times; the span's attributes are not written either (``attrs`` is the session's
+    own, as its lines left it): that was half of this function's cost."""
     s.emitted = True
     events = list(s.events) if with_events else []
     a = s.attrs
     tls = bool(a.get("smtp.tls"))
     helo = s.helo
-    if helo is not None:
+    if helo is not None and with_events:
         a["smtp.helo_host"] = helo
     commands: dict[str, int] = {"connect": 1}
     if s.command_list is not None:
         commands.update(_command_counts(s.command_list))
-        a["exim.commands"] = s.command_list
+        if with_events:
+            a["exim.commands"] = s.command_list
     elif helo is not None or s.protocol is not None or s.txns:
         verb = _helo_verb(s)
         commands[verb] = 2 if tls and verb == "ehlo" else 1  # a new EHLO after STARTTLS
@@ -189,7 +198,6 @@ def build_connection(s: Session, with_events: bool = True) -> Connection:
                 events.append(SpanEvent("smtp.starttls", start, tls_attrs))
     mails = rcpts = datas = rsets = queued = 0
     for t in s.txns:
-        at = t.mail_ns or t.data_ns or t.queued_ns or t.start_ns
         mails += 1
         accepted = t.accepted
         n_accepted = len(accepted)
@@ -197,12 +205,13 @@ def build_connection(s: Session, with_events: bool = True) -> Connection:
         rcpts += n_ok + t.rejected_rcpts
         datas += t.data_ns is not None
         rsets += t.reset
+        if not with_events:
+            continue
         if t.queued_ns is not None and t.end == "queued":
             queued += 1
             if t.size is not None:
                 a["smtp.message.size_bytes"] = t.size
-        if not with_events:
-            continue
+        at = t.mail_ns or t.data_ns or t.queued_ns or t.start_ns
         mail: dict[str, Any] = {"smtp.event.inferred": True}
         if t.mail_from is not None:
             mail["smtp.mail_from"] = t.mail_from
@@ -225,10 +234,8 @@ def build_connection(s: Session, with_events: bool = True) -> Connection:
         if t.queued_ns is not None and t.end == "queued":
             events.append(SpanEvent("smtp.queue_ok", t.queued_ns, {
                 "smtp.queue_id": t.msgid, "smtp.queue_msg": f"250 OK id={t.msgid}"}))
-    # commands only rejection lines prove (EximCorrelator._count); k[:11] == is startswith without the call
-    extra_keys = [k for k in a if k[:11] == _EXTRA]
-    extra = {k[11:]: a.pop(k) for k in extra_keys} if extra_keys else {}
     if s.command_list is None:
+        extra = s.extra or {}  # the session is done with it
         for name, seen in (("mail", mails), ("rcpt", rcpts), ("data", datas), ("rset", rsets)):
             if n := seen + extra.pop(name, 0):
                 commands[name] = n
@@ -236,16 +243,16 @@ def build_connection(s: Session, with_events: bool = True) -> Connection:
             commands[name] = commands.get(name, 0) + n
         if s.close_reason == "quit":
             commands["quit"] = 1
-    for name, n in commands.items():
-        a[_COMMAND_ATTR.get(name) or f"smtp.command.{name}"] = n
-    a["smtp.transactions"] = mails
-    a["smtp.messages_queued"] = queued
-    if s.close_reason is not None:
-        a["exim.close_reason"] = s.close_reason
-    if s.synthetic:
-        a["exim.reconstructed"] = "partial"
-        a["smtp.connection.inferred"] = True
     if with_events:
+        for name, n in commands.items():
+            a[_COMMAND_ATTR.get(name) or f"smtp.command.{name}"] = n
+        a["smtp.transactions"] = mails
+        a["smtp.messages_queued"] = queued
+        if s.close_reason is not None:
+            a["exim.close_reason"] = s.close_reason
+        if s.synthetic:
+            a["exim.reconstructed"] = "partial"
+            a["smtp.connection.inferred"] = True
         # by time, then SMTP's order (_ORDER); stable: the keys made in one pass, not a call per event
         order = _ORDER.get
         keyed = [(e.ts_ns, order(e.name, 9), i, e) for i, e in enumerate(events)]
