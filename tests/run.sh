@@ -15,7 +15,8 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc libc6-dev python3-dev
     fi
 fi
-# CI tests the compiled build (the default install is pure Python): both must export the same bytes
+# CI tests the compiled build (the default where a compiler exists; tests/test_compiled.py compares
+# it with the pure modules of the same install): both must export the same bytes
 export MAILLOG2OTEL_BUILD="${MAILLOG2OTEL_BUILD:-compiled}"
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 python3 -m maillog2otel --version

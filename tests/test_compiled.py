@@ -51,7 +51,7 @@ REQUIRED = os.environ.get("MAILLOG2OTEL_REQUIRE_COMPILED", "") not in ("", "0")
 needs_build = pytest.mark.skipif(
     not COMPILED and not REQUIRED,
     reason="no compiled modules installed (no C compiler, Python headers or Cython when the package was "
-    "installed: build with MAILLOG2OTEL_BUILD=compiled): nothing to compare")
+    "installed, or MAILLOG2OTEL_BUILD=pure): nothing to compare")
 
 
 def _export(paths: list[Path], pure: bool, *extra: str) -> dict[str, list[bytes]]:
