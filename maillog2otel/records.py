@@ -15,7 +15,9 @@ CLIENT = 3
 INTERNAL = 1
 
 
-@dataclass(slots=True)
+# not slots=True: Cython compiles Record as an extension type (records.pxd), and its dataclass
+# rejects slots; the pure install pays ≈ 0.4 % of a line for it (benchmarks/README.md)
+@dataclass
 class Record:
     """One log entry with its envelope taken apart."""
 
