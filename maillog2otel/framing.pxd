@@ -1,4 +1,4 @@
-# Augmenting declarations for the compiled build only (setup.py, MAILLOG2OTEL_BUILD=compiled):
+# Augmenting declarations for the compiled build only (setup.py; the default where a C compiler exists):
 # Cython reads this file beside framing.py and compiles Framer as an extension type, its attributes
 # C struct fields instead of instance-dict entries (read+frame of a Postfix line: 14.6k -> 10.9k
 # instructions; benchmarks/README.md, "typed compiled framing"). framing.py is unchanged and the

@@ -1,4 +1,4 @@
-# Augmenting declarations for the compiled build only (setup.py, MAILLOG2OTEL_BUILD=compiled), as
+# Augmenting declarations for the compiled build only (setup.py; the default where a C compiler exists), as
 # framing.pxd: Grammar as an extension type, its attributes C struct fields, ``parse`` (once per
 # line) with typed locals; parse.py is unchanged and the pure install never reads this file.
 # Types only where an attribute always holds exactly that (``str``/``dict``/``set``/``list`` admit

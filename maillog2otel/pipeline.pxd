@@ -1,4 +1,4 @@
-# Augmenting declarations for the compiled build only (setup.py, MAILLOG2OTEL_BUILD=compiled), as
+# Augmenting declarations for the compiled build only (setup.py; the default where a C compiler exists), as
 # framing.pxd: Pipeline as an extension type, its attributes C struct fields; pipeline.py is
 # unchanged and the pure install never reads this file. ``public`` keeps every attribute readable
 # and writable from Python (runner, ops, tail, tests; parallel.RemotePipeline, a Python subclass,

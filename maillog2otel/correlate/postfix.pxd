@@ -1,4 +1,4 @@
-# Augmenting declarations for the compiled build only (setup.py, MAILLOG2OTEL_BUILD=compiled), as
+# Augmenting declarations for the compiled build only (setup.py; the default where a C compiler exists), as
 # framing.pxd: PostfixCorrelator as an extension type, its attributes C struct fields;
 # correlate/postfix.py is unchanged and the pure install never reads this file. Session, Message
 # (slotted dataclasses) stay as they are. ``public`` keeps every attribute readable and writable
